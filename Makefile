@@ -21,7 +21,6 @@ all: release
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -e ".[$(EXTRAS)]"
 	touch $@
