@@ -17,7 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-BENCHES = ("bundled", "seeds", "dataset", "training", "model_card", "space")
+BENCHES = ("bundled", "seeds", "dataset", "training", "model_card", "space", "release")
 OUTPUT = Path("BENCHMARKS.md")
 SECTION = re.compile(r"^<!-- bench:(\w+) -->\n(.*?)^<!-- /bench:\1 -->\n", re.M | re.S)
 
