@@ -1,0 +1,1 @@
+"""Turn a seeds run (raw JSONL shards + ledger + run.json) into a Hub-native dataset repo."""

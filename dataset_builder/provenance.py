@@ -1,0 +1,68 @@
+"""What the card says about how the data was made: run.json and the request ledger."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit.cli import StageError
+
+
+def read_run_summary(run_dir: Path) -> dict[str, Any]:
+    """run.json is written last by seeds, so without it there is no finished stop to publish."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise StageError(f"no seeds run at {run_dir}: {path} is missing (run `python -m seeds`)")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path} is not valid JSON ({exc}); rerun seeds to rewrite it") from None
+    if not isinstance(summary, dict):
+        raise StageError(f"{path} must hold a JSON object")
+    return summary
+
+
+@dataclass
+class LedgerSummary:
+    """Totals over every request attempt, successful or not (failed attempts cost money too)."""
+
+    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    unreadable_lines: int = 0
+    present: bool = False
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def read_ledger(run_dir: Path) -> LedgerSummary:
+    """Sum the ledger line by line; lines that do not parse are counted, not fatal."""
+    summary = LedgerSummary()
+    path = run_dir / "ledger.jsonl"
+    if not path.is_file():
+        return summary
+    summary.present = True
+    with open(path, "rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except (ValueError, RecursionError):
+                summary.unreadable_lines += 1
+                continue
+            if not isinstance(entry, dict):
+                summary.unreadable_lines += 1
+                continue
+            summary.attempts[str(entry.get("kind", "?")), str(entry.get("outcome", "?"))] += 1
+            usage = entry.get("usage") if isinstance(entry.get("usage"), dict) else entry
+            summary.prompt_tokens += int(_number(usage.get("prompt_tokens")))
+            summary.completion_tokens += int(_number(usage.get("completion_tokens")))
+            summary.cost_usd += _number(entry.get("cost_usd"))
+    return summary

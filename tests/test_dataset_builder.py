@@ -1,0 +1,305 @@
+"""dataset_builder: a seeds run becomes a Hub dataset folder that `load_dataset` reads."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import random
+import re
+from pathlib import Path
+
+import datasets
+import pytest
+from huggingface_hub import DatasetCard
+
+from dataset_builder.__main__ import add_arguments, main
+from dataset_builder.builder import CONFIG_NAMES, NATIVE_FIELDS, UNIFIED_MAPPING, SynthEmbed
+from dataset_builder.export import build, repo_id
+from kit.cli import run_stage
+from kit.config import load_config
+from tests.dataset_raw import make_record, synthesize, write_run
+from tests.toml_writer import dump_toml
+
+ROWS = 170
+
+
+def write_config(folder: Path, run_name: str = "run", **dataset: object) -> Path:
+    path = folder / f"{run_name}.toml"
+    sections = {
+        "project": {
+            "runs_dir": str(folder / "runs"),
+            "build_dir": str(folder / f"build-{run_name}"),
+        },
+        "hub": {"namespace": "tester", "dataset_repo": "synthetic-data"},
+        "generation": {"run_name": run_name},
+        "dataset": {"validation_fraction": 0.2, **dataset},
+    }
+    path.write_text(dump_toml(sections), encoding="utf-8")
+    return path
+
+
+def raw_records(run_dir: Path) -> list[dict]:
+    """Every raw record in the order the dataset must keep: shard name, then line."""
+    return [
+        json.loads(line)
+        for shard in sorted((run_dir / "raw").glob("shard-*.jsonl"))
+        for line in shard.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def unified(record: dict) -> dict:
+    query, positive, negative = UNIFIED_MAPPING[record["task_type"]]
+    example = record["example"]
+    return {
+        "id": record["id"],
+        "task_type": record["task_type"],
+        "task_definition": record["task_definition"],
+        "language": record["language"],
+        "query": example[query],
+        "positive": example[positive],
+        "negative": example[negative] if negative else None,
+        "target_language": record["target_language"] if record["task_type"] == "bitext" else None,
+        "generator_model": record["generator_model"],
+        "template_id": record["template_id"],
+        "template_sha256": record["template_sha256"],
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("dataset")
+    config = load_config(write_config(folder))
+    run_dir = folder / "runs" / "run"
+    write_run(run_dir, synthesize(ROWS, seed=3), shards=3)
+    result = build(config, run_dir, folder / "build-run" / "dataset")
+    return {"config": config, "run_dir": run_dir, "out": result.output_dir, "result": result}
+
+
+def test_every_config_loads_with_both_splits_and_streams(built: dict) -> None:
+    out = str(built["out"])
+    assert sorted(datasets.get_dataset_config_names(out)) == sorted(CONFIG_NAMES)
+    for name in CONFIG_NAMES:
+        loaded = datasets.load_dataset(out, name)
+        assert set(loaded) == {"train", "validation"}
+        assert loaded["train"].num_rows > 0 and loaded["validation"].num_rows > 0, name
+        assert loaded["train"].features == SynthEmbed(config_name=name).info.features
+        streamed = datasets.load_dataset(out, name, split="validation", streaming=True)
+        assert list(streamed) == loaded["validation"].to_list()
+
+
+def test_default_config_rows_equal_the_accepted_raw_records(built: dict) -> None:
+    expected = [unified(record) for record in raw_records(built["run_dir"])]
+    loaded = datasets.load_dataset(str(built["out"]))
+    rows = loaded["train"].to_list() + loaded["validation"].to_list()
+    assert sorted(rows, key=lambda r: r["id"]) == sorted(expected, key=lambda r: r["id"])
+    order = {row["id"]: i for i, row in enumerate(expected)}
+    for split in ("train", "validation"):
+        positions = [order[row["id"]] for row in loaded[split]]
+        assert positions == sorted(positions), f"{split} is not in raw order"
+    assert {r["negative"] for r in rows if r["task_type"] in ("short_short", "long_long")} == {None}
+
+
+def test_type_configs_hold_the_native_fields(built: dict) -> None:
+    records = raw_records(built["run_dir"])
+    for name, (task_type, native) in zip(
+        CONFIG_NAMES, [(t, NATIVE_FIELDS[t]) for t in NATIVE_FIELDS], strict=False
+    ):
+        loaded = datasets.load_dataset(str(built["out"]), name)
+        rows = {r["id"]: r for split in loaded.values() for r in split}
+        of_type = [r for r in records if r["task_type"] == task_type]
+        assert len(rows) == len(of_type), name
+        for record in of_type:
+            row = rows[record["id"]]
+            assert {k: row[k] for k in native} == {k: record["example"][k] for k in native}
+            assert row["task_definition"] == record["task_definition"]
+            assert row["language"] == record["language"]
+            if task_type == "bitext":
+                assert row["target_language"] == record["target_language"]
+
+
+def test_validation_holds_unseen_task_definitions(built: dict) -> None:
+    loaded = datasets.load_dataset(str(built["out"]))
+    asymmetric = ("short_long", "long_short", "short_short", "long_long")
+    seen = {r["task_definition"] for r in loaded["train"] if r["task_type"] in asymmetric}
+    held_out = {r["task_definition"] for r in loaded["validation"] if r["task_type"] in asymmetric}
+    assert held_out and not held_out & seen
+    share = loaded["validation"].num_rows / (
+        loaded["validation"].num_rows + loaded["train"].num_rows
+    )
+    assert 0.1 < share < 0.3
+
+
+def test_builder_class_reads_the_run_from_python(built: dict, tmp_path: Path) -> None:
+    builder = SynthEmbed(
+        config_name="retrieval",
+        run_dir=str(built["run_dir"]),
+        validation_fraction=0.2,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    builder.download_and_prepare()
+    published = datasets.load_dataset(str(built["out"]), "retrieval")
+    for split in ("train", "validation"):
+        assert builder.as_dataset(split=split).to_list() == published[split].to_list()
+
+
+def test_card_parses_and_says_what_users_need(built: dict) -> None:
+    card = DatasetCard.load(built["out"] / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0"
+    assert {"en", "de", "fr", "ja"} <= set(data["language"])
+    assert data["size_categories"] == ["n<1K"]
+    assert "sentence-similarity" in data["task_categories"] and "synthetic" in data["tags"]
+    assert [c["config_name"] for c in data["configs"]] == sorted(CONFIG_NAMES)
+    infos = {info["config_name"]: info for info in data["dataset_info"]}
+    assert sum(s["num_examples"] for s in infos["default"]["splits"]) == ROWS
+    text = card.text
+    assert "SmolLM2-135M-Instruct" in text and "small generator bundled with the kit" in text
+    assert "arXiv:2401.00368" in text and "0 dropped" not in text
+    assert f"rows published: {ROWS}; dropped: 0" in text
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (built["out"] / image).read_bytes().startswith(b"\x89PNG")
+    assert len(re.findall(r"!\[", text)) == 3
+
+
+def test_usage_snippet_in_the_card_runs(built: dict) -> None:
+    text = (built["out"] / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"## Usage\n\n```python\n(.*?)```", text, re.S).group(1)
+    assert repo_id(built["config"]) in snippet
+    local = snippet.replace(repo_id(built["config"]), str(built["out"]))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(local, "card-usage", "exec"), {})
+    assert "Instruct: " in printed.getvalue() and "user_query" in printed.getvalue()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_same_run_gives_the_same_bytes_and_unchanged_rebuild_writes_nothing(
+    built: dict, tmp_path: Path
+) -> None:
+    second = build(built["config"], built["run_dir"], tmp_path / "dataset", force=True)
+    assert snapshot(second.output_dir) == snapshot(built["out"])
+    again = build(built["config"], built["run_dir"], second.output_dir)
+    assert again.skipped and again.written == []
+    forced = build(built["config"], built["run_dir"], second.output_dir, force=True)
+    assert not forced.skipped and forced.written == [] and forced.removed == []
+
+
+def test_changed_run_rebuilds_and_drops_stale_shards(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, max_shard_rows=40))
+    run_dir = tmp_path / "runs" / "run"
+    write_run(run_dir, synthesize(120, seed=5), shards=2)
+    first = build(config, run_dir, tmp_path / "out")
+    assert any(name.endswith("-of-00003.parquet") for name in first.written)
+    write_run(run_dir, synthesize(30, seed=5), shards=2)
+    second = build(config, run_dir, tmp_path / "out")
+    assert not second.skipped and second.removed
+    on_disk = sorted(p.name for p in (tmp_path / "out" / "data" / "default").iterdir())
+    assert on_disk == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
+    assert datasets.load_dataset(str(tmp_path / "out"), split="train").num_rows < 30
+
+
+def bad_run_lines(rng: random.Random) -> tuple[list, dict[str, int], list[dict]]:
+    """Good records mixed with every kind of bad line; returns lines, expected drops, good ones."""
+    good = [
+        make_record(i, t, rng)
+        for i, t in enumerate(["short_long", "sts", "bitext", "long_short"] * 3)
+    ]
+    missing_query = make_record(100, "short_long", rng)
+    del missing_query["example"]["user_query"]
+    missing_language = make_record(101, "sts", rng)
+    del missing_language["language"]
+    unknown = make_record(102, "sts", rng) | {"task_type": "poetry"}
+    future = make_record(103, "sts", rng) | {"schema_version": 2}
+    empty = make_record(104, "long_short", rng)
+    empty["example"]["label"] = "  "
+    same_language = make_record(105, "bitext", rng) | {"target_language": "en", "language": "en"}
+    lines = [
+        *good[:6],
+        missing_query,
+        missing_language,
+        unknown,
+        future,
+        empty,
+        same_language,
+        good[0],
+    ]
+    lines += good[6:]
+    expected = {
+        "missing field example.user_query": 1,
+        "missing field language": 1,
+        'unknown task type "poetry"': 1,
+        "unsupported schema_version 2": 1,
+        "field example.label is empty": 1,
+        "bitext with the same source and target language": 1,
+        "duplicate id": 1,
+    }
+    return lines, expected, good
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["arrow-path", "line-by-line-path"])
+def test_bad_lines_are_counted_reported_and_nothing_good_is_lost(
+    tmp_path: Path, torn: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines, expected, good = bad_run_lines(random.Random(7))
+    extra = {}
+    if torn:
+        lines += [
+            "[1, 2]",
+            '{"schema_version": 1, "id": 5}',
+            '{"schema_version": "1"}',
+            '{"id": "x", "example": "text"}',
+        ]
+        extra = {
+            0: ['{"schema_version": 1, "id": "torn-', "\n"],
+            1: ['{"schema_version": 1, "task_ty'],
+        }
+        expected |= {
+            "not a JSON object": 1,
+            "field id is not a string": 1,
+            'unsupported schema_version "1"': 1,
+            "example is not an object": 1,
+            "torn or malformed JSON line": 2,
+        }
+    config_path = write_config(tmp_path)
+    write_run(tmp_path / "runs" / "run", lines, shards=2, extra_lines=extra)
+    with caplog.at_level(logging.INFO):
+        assert (
+            run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 0
+        )
+    out = tmp_path / "build-run" / "dataset"
+    card = (out / "README.md").read_text(encoding="utf-8")
+    for reason, count in expected.items():
+        assert f"{count} dropped: {reason}" in card
+        assert f"{count} dropped: {reason}" in caplog.text
+    assert f"dropped: {sum(expected.values())}." in card
+    loaded = datasets.load_dataset(str(out))
+    ids = sorted(r["id"] for split in loaded.values() for r in split)
+    assert ids == sorted(record["id"] for record in good)
+
+
+def test_missing_run_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config_path = write_config(tmp_path, run_name="absent")
+    assert run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no seeds run at") and "\n" not in err
+
+
+def test_a_task_type_without_rows_is_left_out_and_said_so(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    rng = random.Random(1)
+    records = [make_record(i, "sts", rng) for i in range(10)]
+    write_run(tmp_path / "runs" / "run", records, bundled=False)
+    out = build(config, tmp_path / "runs" / "run", tmp_path / "out").output_dir
+    assert sorted(datasets.get_dataset_config_names(str(out))) == ["default", "sts"]
+    assert datasets.load_dataset(str(out), "sts", split="validation").num_rows == 2
+    assert datasets.load_dataset(str(out), split="train").num_rows == 8
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "No rows in this run, so not loadable: `retrieval`, `classification`" in card
+    assert "small generator bundled" not in card
