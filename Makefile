@@ -15,7 +15,7 @@ DATASET_DIR := $(call layout,dataset_dir)
 MODEL_DIR := $(call layout,model_dir)
 SPACE_DIR := $(call layout,space_dir)
 
-.PHONY: all release test bench lint generate dataset train evaluate space push clean
+.PHONY: all release test bench lint browser generate dataset train evaluate space push clean
 
 all: release
 
@@ -53,7 +53,12 @@ push: $(SPACE_DIR)/app.py
 
 release: push
 
-test: $(STAMP)
+# The Space's browser test drives Debian's headless Chromium through chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver fonts-noto-cjk)
+
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 
