@@ -53,6 +53,7 @@ class HubSection:
     private: bool = False
     tag: str = ""
     token_env: str = "HF_TOKEN"
+    commit_retries: int = _ranged(3, 0, 10)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,13 @@ class GeneratorSection:
     max_tokens: int = _ranged(1024, 16, 32768)
     price_prompt_per_1k: float = _ranged(0.0, 0.0, None)
     price_completion_per_1k: float = _ranged(0.0, 0.0, None)
+    backoff_base_s: float = _ranged(1.0, 0.0, 600.0)
+    backoff_max_s: float = _ranged(60.0, 0.0, 3600.0)
+    batch_poll_s: float = _ranged(30.0, 0.01, 3600.0)
+    batch_completion_window: str = "24h"
+    batch_max_rounds: int = _ranged(5, 1, 100)
+    local_context: int = _ranged(2048, 256, 131072)
+    local_startup_timeout_s: float = _ranged(180.0, 1.0, 3600.0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class GenerationSection:
     max_chars: int = _ranged(20000, 1, None)
     budget_tokens: int = _ranged(0, 0, None)
     budget_usd: float = _ranged(0.0, 0.0, None)
+    max_requests_per_target: float = _ranged(3.0, 1.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ class TrainingSection:
     """The E5-mistral recipe; the defaults are the paper's values."""
 
     base_model: str = "bundled:gemma-3-270m"
+    # Empty: the dataset stage's folder from the layout; else a local folder or a Hub id.
+    dataset: str = ""
     max_length: int = _ranged(512, 8, 32768)
     batch_size: int = _ranged(2048, 2, None)
     mini_batch_size: int = _ranged(32, 1, None)
@@ -150,6 +161,7 @@ class EvaluationSection:
     batch_size: int = _ranged(32, 1, None)
     evaluate_base: bool = True
     max_corpus: int = _ranged(0, 0, None)
+    model_license: str = "other"
 
 
 @dataclass(frozen=True)
@@ -158,11 +170,13 @@ class SpaceSection:
 
     title: str = "Synthetic embedder demo"
     emoji: str = "🔎"
+    short_description: str = "Search a corpus with an LLM-based text embedder"
+    license: str = "apache-2.0"
     sample_documents: int = _ranged(200, 0, 100_000)
     max_documents: int = _ranged(2000, 1, 1_000_000)
     max_chars_per_document: int = _ranged(4000, 1, 1_000_000)
     max_total_chars: int = _ranged(2_000_000, 1, None)
-    default_top_k: int = _ranged(5, 1, 100)
+    default_top_k: int = _ranged(5, 1, 50)
 
 
 @dataclass(frozen=True)
@@ -301,6 +315,7 @@ LOCAL_TASK_KEYS: dict[str, type] = {
     "corpus_path": str,
     "max_queries": int,
     "max_corpus": int,
+    "max_pairs": int,
 }
 
 

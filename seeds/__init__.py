@@ -1,0 +1,1 @@
+"""seeds: an LLM brainstorms embedding tasks and writes one training example per request."""

@@ -1,0 +1,334 @@
+"""The run's state machine, shared by live and batch modes: which item to ask for next, what
+to do with an answer, when to stop, and the summary in ``run.json``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tqdm import tqdm
+
+from kit.config import TASK_TYPES, Config
+from seeds.client import Completion
+from seeds.languages import LanguageSampler
+from seeds.parsing import (
+    Rejection,
+    dedup_key,
+    extract_json_object,
+    parse_task_list,
+    validate_example,
+)
+from seeds.plan import (
+    WorkItem,
+    brainstorm_item,
+    brainstorms_needed,
+    generation_item,
+    generation_item_id,
+)
+from seeds.store import SCHEMA_VERSION, RunStore, utc_now
+from seeds.templates import Template
+
+BRAINSTORM_ROUNDS = 3
+
+
+class SeedRun:
+    """Decides and records; never talks to the network itself."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: RunStore,
+        templates: dict[str, Template],
+        backend: str,
+        bundled_small_model: bool,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.gen = config.generation
+        self.store = store
+        self.templates = templates
+        self.backend = backend
+        self.bundled_small_model = bundled_small_model
+        self.sampler = LanguageSampler(self.gen.languages)
+        self.targets = {t: self.gen.targets.get(t, 0) for t in TASK_TYPES}
+        self.caps = {
+            t: math.ceil(n * self.gen.max_requests_per_target) for t, n in self.targets.items()
+        }
+        self.inflight = dict.fromkeys(TASK_TYPES, 0)
+        self.next_slot = dict.fromkeys(TASK_TYPES, 0)
+        self.tried_this_session: set[str] = set()
+        self.stopped_reason: str | None = None
+        self.bar = tqdm(
+            total=sum(self.targets.values()),
+            initial=sum(min(store.totals.accepted[t], n) for t, n in self.targets.items()),
+            desc="seeds",
+            unit="ex",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        self._ledger_recovered_records()
+
+    def _ledger_recovered_records(self) -> None:
+        for record in self.store.unledgered:
+            item = WorkItem(record["id"], "generate", record["task_type"], "", {})
+            usage = record["usage"]
+            self.log_attempt(
+                item,
+                {
+                    "attempt": None,
+                    "outcome": "accepted",
+                    "reason": "recovered_from_shard",
+                    "status": 200,
+                    "response_format": None,
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "completion_tokens": usage["completion_tokens"],
+                    "latency_s": None,
+                },
+            )
+        self.store.unledgered = []
+
+    # ---- budget and stopping -------------------------------------------------------------
+    def budget_reason(self) -> str | None:
+        totals = self.store.totals
+        if self.gen.budget_tokens and totals.tokens >= self.gen.budget_tokens:
+            return "budget_tokens"
+        if self.gen.budget_usd and totals.cost_usd >= self.gen.budget_usd:
+            return "budget_usd"
+        return None
+
+    def stop(self, reason: str) -> None:
+        if self.stopped_reason is None:
+            self.stopped_reason = reason
+
+    def may_start_request(self) -> bool:
+        if self.stopped_reason is None and (reason := self.budget_reason()):
+            self.stop(reason)
+        return self.stopped_reason is None
+
+    # ---- brainstorm ----------------------------------------------------------------------
+    def pending_brainstorms(self, round_index: int) -> list[WorkItem]:
+        """Brainstorms still missing; each later round adds fresh ids for the failed ones."""
+        items = []
+        for task_type, template in self.templates.items():
+            if not template.asymmetric:
+                continue
+            needed = brainstorms_needed(
+                self.targets[task_type], self.gen.examples_per_task, self.gen.tasks_per_brainstorm
+            )
+            planned = needed * (round_index + 1)
+            ids = [f"brainstorm-{task_type}-{k:05d}" for k in range(planned)]
+            done = sum(1 for i in ids if i in self.store.brainstorm_done)
+            missing = needed - done
+            for k in range(planned):
+                if missing <= 0:
+                    break
+                if (
+                    ids[k] not in self.store.brainstorm_done
+                    and ids[k] not in self.tried_this_session
+                ):
+                    items.append(brainstorm_item(template, k, self.gen.tasks_per_brainstorm))
+                    missing -= 1
+        return items
+
+    def handle_brainstorm(self, item: WorkItem, completion: Completion) -> None:
+        self.tried_this_session.add(item.item_id)
+        try:
+            tasks = parse_task_list(completion.text)
+            added = self.store.add_tasks(item.item_id, item.task_type, tasks)
+            self._ledger(item, completion, "accepted", f"{len(added)} new tasks")
+        except Rejection as rejection:
+            self._ledger(item, completion, "rejected", rejection.reason)
+
+    # ---- generation scheduling -----------------------------------------------------------
+    def need(self, task_type: str) -> int:
+        accepted = self.store.totals.accepted[task_type]
+        return self.targets[task_type] - accepted - self.inflight[task_type]
+
+    def _has_tasks(self, task_type: str) -> bool:
+        return not self.templates[task_type].asymmetric or bool(
+            self.store.task_pools.get(task_type)
+        )
+
+    def _free_slot(self, task_type: str) -> int | None:
+        slot = self.next_slot[task_type]
+        while slot < self.caps[task_type]:
+            item_id = generation_item_id(task_type, slot)
+            if item_id not in self.store.finished_ids and item_id not in self.tried_this_session:
+                self.next_slot[task_type] = slot
+                return slot
+            slot += 1
+        self.next_slot[task_type] = slot
+        return None
+
+    def next_generation_item(self) -> WorkItem | None:
+        """The type furthest behind its target gets the next slot, so a stop keeps the mix."""
+        if not self.may_start_request():
+            return None
+        candidates = [t for t in TASK_TYPES if self.need(t) > 0 and self._has_tasks(t)]
+        candidates.sort(
+            key=lambda t: (self.store.totals.accepted[t] + self.inflight[t]) / self.targets[t]
+        )
+        for task_type in candidates:
+            slot = self._free_slot(task_type)
+            if slot is None:
+                continue
+            item = generation_item(
+                self.templates[task_type],
+                slot,
+                self.gen.seed,
+                self.sampler,
+                self.store.task_pools.get(task_type, []),
+                self.gen.examples_per_task,
+            )
+            self.tried_this_session.add(item.item_id)
+            return item
+        return None
+
+    def started(self, item: WorkItem) -> None:
+        self.inflight[item.task_type] += 1
+        self._refresh()
+
+    def finished(self, item: WorkItem) -> None:
+        self.inflight[item.task_type] -= 1
+        self._refresh()
+
+    @property
+    def inflight_total(self) -> int:
+        return sum(self.inflight.values())
+
+    # ---- answers -------------------------------------------------------------------------
+    def handle_generation(self, item: WorkItem, completion: Completion) -> bool:
+        """Validate, dedup, store; True when accepted."""
+        template = self.templates[item.task_type]
+        try:
+            if completion.finish_reason == "length":
+                raise Rejection("truncated")
+            example = validate_example(
+                template,
+                extract_json_object(completion.text),
+                self.gen.min_chars,
+                self.gen.max_chars,
+                item.language,
+                item.target_language,
+            )
+            key = dedup_key(example)
+            if self.store.is_duplicate(key):
+                raise Rejection("duplicate")
+        except Rejection as rejection:
+            self._ledger(item, completion, "rejected", rejection.reason)
+            return False
+        self.store.accept(self.record(item, template, completion, example), key)
+        self._ledger(item, completion, "accepted", "")
+        self.bar.update(1)
+        return True
+
+    def record(
+        self, item: WorkItem, template: Template, completion: Completion, example: dict[str, str]
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "id": item.item_id,
+            "task_type": item.task_type,
+            "task_definition": item.task_definition,
+            "language": item.language,
+            "target_language": item.target_language,
+            "placeholders": item.placeholders,
+            "template_id": template.template_id,
+            "template_sha256": template.sha256,
+            "generator_model": self.config.generator.model,
+            "generator_backend": self.backend,
+            "usage": {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+            },
+            "created_at": utc_now(),
+            "example": example,
+        }
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        g = self.config.generator
+        return (
+            prompt_tokens / 1000 * g.price_prompt_per_1k
+            + completion_tokens / 1000 * g.price_completion_per_1k
+        )
+
+    def _ledger(self, item: WorkItem, completion: Completion, outcome: str, reason: str) -> None:
+        self.log_attempt(
+            item,
+            {
+                "attempt": completion.attempt,
+                "outcome": outcome,
+                "reason": reason,
+                "status": 200,
+                "response_format": completion.response_format,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "latency_s": round(completion.latency_s, 4),
+            },
+        )
+
+    def log_attempt(self, item: WorkItem, fields: dict[str, Any]) -> None:
+        """The one way a request reaches the ledger (called by the endpoint for errors)."""
+        entry = {
+            "at": utc_now(),
+            "item_id": item.item_id,
+            "kind": item.kind,
+            "task_type": item.task_type,
+            **fields,
+            "cost_usd": self.cost(fields["prompt_tokens"], fields["completion_tokens"]),
+        }
+        self.store.log_request(entry)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        totals = self.store.totals
+        self.bar.set_postfix(
+            rejected=sum(totals.rejected.values()),
+            inflight=self.inflight_total,
+            tokens=totals.tokens,
+            cost=f"${totals.cost_usd:.4f}",
+            refresh=False,
+        )
+
+    # ---- summary -------------------------------------------------------------------------
+    def complete(self) -> bool:
+        return all(self.store.totals.accepted[t] >= n for t, n in self.targets.items())
+
+    def summary(self) -> dict[str, Any]:
+        totals = self.store.totals
+        complete = self.complete()
+        reason = self.stopped_reason or ("targets_reached" if complete else "attempts_exhausted")
+        return {
+            "run_name": self.gen.run_name,
+            "complete": complete,
+            "stopped_reason": reason,
+            "generator": {
+                "model": self.config.generator.model,
+                "backend": self.backend,
+                "bundled_small_model": self.bundled_small_model,
+                "mode": self.config.generator.mode,
+                "note": (
+                    "very small bundled model (SmolLM2-135M-Instruct): examples show the "
+                    "pipeline working, not paper quality"
+                    if self.bundled_small_model
+                    else ""
+                ),
+            },
+            "templates": {t.template_id: t.sha256 for t in self.templates.values()},
+            "targets": self.targets,
+            "accepted": {t: totals.accepted[t] for t in TASK_TYPES},
+            "rejected": dict(sorted(totals.rejected.items())),
+            "requests": totals.requests,
+            "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens,
+            "cost_usd": round(totals.cost_usd, 6),
+            "acceptance_rate": round(totals.acceptance_rate(), 4),
+            "started_at": self.store.started_at,
+            "finished_at": utc_now(),
+            "languages": dict(totals.languages.most_common()),
+            "seed": self.gen.seed,
+        }
+
+    def close(self) -> None:
+        self._refresh()
+        self.bar.close()

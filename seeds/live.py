@@ -1,0 +1,83 @@
+"""Live mode: a fixed pool of workers keeps ``concurrency`` requests in flight, each worker
+pulling the next planned item as soon as its previous one is done."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from seeds.client import Endpoint
+from seeds.engine import BRAINSTORM_ROUNDS, SeedRun
+from seeds.plan import WorkItem
+
+
+async def _brainstorm(run: SeedRun, endpoint: Endpoint) -> None:
+    semaphore = asyncio.Semaphore(endpoint.settings.concurrency)
+
+    async def one(item: WorkItem) -> None:
+        async with semaphore:
+            if not run.may_start_request():
+                return
+            completion = await endpoint.complete(item)
+            if completion is None:
+                run.tried_this_session.add(item.item_id)
+            else:
+                run.handle_brainstorm(item, completion)
+
+    for round_index in range(BRAINSTORM_ROUNDS):
+        items = run.pending_brainstorms(round_index)
+        if not items or not run.may_start_request():
+            return
+        await asyncio.gather(*(one(item) for item in items))
+
+
+async def _generate(run: SeedRun, endpoint: Endpoint) -> None:
+    changed = asyncio.Condition()
+
+    async def worker() -> None:
+        while True:
+            item = run.next_generation_item()
+            if item is None:
+                if run.inflight_total == 0:
+                    return
+                async with changed:
+                    await changed.wait()
+                continue
+            run.started(item)
+            try:
+                completion = await endpoint.complete(item)
+                if completion is not None:
+                    run.handle_generation(item, completion)
+            finally:
+                run.finished(item)
+                async with changed:
+                    changed.notify_all()
+
+    await asyncio.gather(*(worker() for _ in range(endpoint.settings.concurrency)))
+
+
+async def run_live(run: SeedRun, endpoint: Endpoint) -> None:
+    """Brainstorm, then generate. A first SIGTERM/SIGINT stops new requests and lets in-flight
+    ones land; a second one stops at once."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if run.stopped_reason == "interrupted" and main_task is not None:
+            main_task.cancel()  # second signal: stop waiting for in-flight requests
+        run.stop("interrupted")
+
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal)
+            handled.append(sig)
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass  # not the main thread: the caller owns signals
+    try:
+        await _brainstorm(run, endpoint)
+        await _generate(run, endpoint)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await endpoint.close()

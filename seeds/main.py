@@ -1,0 +1,123 @@
+"""The seeds stage: open the run, start the endpoint (or the bundled local server), generate
+live or through the Batch API, and write ``run.json`` whatever way the run ends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+from kit.cli import StageError
+from kit.config import Config
+from kit.logs import redact
+from kit.paths import layout
+from seeds.batch import run_batch
+from seeds.client import Endpoint, EndpointFatal
+from seeds.engine import SeedRun
+from seeds.live import run_live
+from seeds.local_server import BUNDLED_GENERATOR, llama_server, resolve_gguf
+from seeds.parsing import dedup_key
+from seeds.store import RunStore
+from seeds.templates import load_templates
+
+log = logging.getLogger("seeds")
+
+SMALL_MODEL_WARNING = (
+    "the generator is SmolLM2-135M-Instruct, a very small bundled model: its examples show "
+    "the pipeline working end to end, not the quality of a GPT-4-class generator"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[str | None, str]:
+    generator = config.generator
+    if generator.backend == "local":
+        if generator.mode == "batch":
+            raise StageError("generator.mode = 'batch' needs backend = 'openai'")
+        log.info("starting the local llama.cpp server (%s)", generator.local_model)
+        url = stack.enter_context(
+            llama_server(
+                resolve_gguf(generator.local_model),
+                generator.local_context,
+                generator.local_startup_timeout_s,
+                run_dir / "local_server.log",
+            )
+        )
+        return url, "local-no-key"
+    api_key = os.environ.get(generator.api_key_env, "")
+    if not api_key:
+        raise StageError(
+            f"generator.api_key_env: set the environment variable {generator.api_key_env} "
+            "to the endpoint's API key"
+        )
+    return generator.base_url or None, api_key
+
+
+def main(config: Config, args: argparse.Namespace) -> None:
+    generator = config.generator
+    run_dir = Path(layout(str(config.path))["run_dir"])
+    bundled = generator.backend == "local" and generator.local_model == BUNDLED_GENERATOR
+    for noisy in ("httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if bundled:
+        log.warning(SMALL_MODEL_WARNING)
+    store = RunStore(run_dir)
+    store.open(dedup_key)
+    run = SeedRun(
+        config,
+        store,
+        load_templates(),
+        backend=generator.backend,
+        bundled_small_model=bundled,
+        progress=not getattr(args, "no_progress", False),
+    )
+    try:
+        with ExitStack() as stack:
+            base_url, api_key = _endpoint_address(config, stack, run_dir)
+            endpoint = Endpoint(
+                generator, base_url, api_key, generator.backend == "local", run.log_attempt
+            )
+            runner = run_batch if generator.mode == "batch" else run_live
+            asyncio.run(runner(run, endpoint))
+    except EndpointFatal as exc:
+        run.stop("endpoint_error")
+        raise StageError(redact(str(exc), generator.api_key_env)) from None
+    except StageError:
+        run.stop("setup_error")
+        raise
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.stop("interrupted")
+    finally:
+        run.close()
+        summary = run.summary()
+        store.write_run_json(summary)
+        store.close()
+        _report(summary, run_dir, bundled)
+    if run.stopped_reason == "interrupted":
+        raise StageError(f"interrupted; run the same command again to resume {run_dir}")
+
+
+def _report(summary: dict, run_dir: Path, bundled: bool) -> None:
+    accepted = summary["accepted"]
+    log.info(
+        "%s: %d accepted (%s), acceptance rate %.1f%%, %d requests, %d tokens, $%.4f; %s",
+        run_dir,
+        sum(accepted.values()),
+        ", ".join(f"{t} {n}" for t, n in accepted.items()),
+        100 * summary["acceptance_rate"],
+        summary["requests"],
+        summary["prompt_tokens"] + summary["completion_tokens"],
+        summary["cost_usd"],
+        summary["stopped_reason"],
+    )
+    if summary["rejected"]:
+        log.info("rejected: %s", ", ".join(f"{k} {n}" for k, n in summary["rejected"].items()))
+    log.info("languages: %s", ", ".join(f"{k} {n}" for k, n in summary["languages"].items()))
+    if bundled:
+        log.warning(SMALL_MODEL_WARNING)

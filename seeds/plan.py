@@ -1,0 +1,87 @@
+"""The request plan: every request is a pure function of (seed, task type, slot), so a re-run
+knows exactly which items exist, which are done, and what each one asks for."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from seeds.languages import LanguageSampler, language_name
+from seeds.templates import Template, brainstorm_schema
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One planned request: a brainstorm for task definitions or one example."""
+
+    item_id: str
+    kind: str
+    task_type: str
+    prompt: str
+    schema: dict[str, Any]
+    task_definition: str | None = None
+    language: str | None = None
+    target_language: str | None = None
+    placeholders: dict[str, str] = field(default_factory=dict)
+
+
+def brainstorms_needed(target: int, examples_per_task: float, tasks_per_brainstorm: int) -> int:
+    """How many brainstorm requests give enough task definitions for ``target`` examples."""
+    if target <= 0:
+        return 0
+    tasks = math.ceil(target / examples_per_task)
+    return math.ceil(tasks / tasks_per_brainstorm)
+
+
+def brainstorm_item(template: Template, index: int, tasks_per_brainstorm: int) -> WorkItem:
+    return WorkItem(
+        item_id=f"brainstorm-{template.task_type}-{index:05d}",
+        kind="brainstorm",
+        task_type=template.task_type,
+        prompt=template.render_brainstorm(tasks_per_brainstorm),
+        schema=brainstorm_schema(tasks_per_brainstorm),
+    )
+
+
+def generation_item_id(task_type: str, slot: int) -> str:
+    return f"{task_type}-{slot:07d}"
+
+
+def generation_item(
+    template: Template,
+    slot: int,
+    seed: int,
+    sampler: LanguageSampler,
+    task_pool: list[str],
+    examples_per_task: float,
+) -> WorkItem:
+    """Slot ``slot`` of a task type; its placeholders and languages depend on nothing else."""
+    rng = random.Random(f"{seed}/{template.task_type}/{slot}")
+    placeholders = {name: rng.choice(values) for name, values in template.placeholders.items()}
+    target_language = None
+    if template.task_type == "bitext":
+        language, target_language = sampler.pair(rng)
+        placeholders["src_lang"] = language_name(language)
+        placeholders["tgt_lang"] = language_name(target_language)
+    else:
+        language = sampler.language(rng)
+        placeholders["language"] = language_name(language)
+    if template.task_definition is not None:
+        task = template.task_definition
+    else:
+        if not task_pool:
+            raise ValueError(f"no task definitions for {template.task_type}")
+        task = task_pool[int(slot / examples_per_task) % len(task_pool)]
+    return WorkItem(
+        item_id=generation_item_id(template.task_type, slot),
+        kind="generate",
+        task_type=template.task_type,
+        prompt=template.render({**placeholders, "task": task}),
+        schema=template.output_schema(),
+        task_definition=task,
+        language=language,
+        target_language=target_language,
+        placeholders=placeholders,
+    )

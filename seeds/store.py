@@ -1,0 +1,215 @@
+"""The run folder: append-only shards of accepted records, a ledger of every request, the
+brainstormed task pools and ``run.json``. Everything a resumed run needs is read back from
+these files; a line torn by a kill is cut off before anything is appended."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+SCHEMA_VERSION = 1
+SHARD_ROWS = 50_000
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def cut_torn_tail(path: Path) -> bool:
+    """Drop a last line that has no newline (a write interrupted by a kill)."""
+    if not path.exists():
+        return False
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return False
+        handle.seek(0)
+        data = handle.read()
+        handle.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Complete lines only; a torn last line is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break
+            rows.append(json.loads(line))
+    return rows
+
+
+@dataclass
+class RunTotals:
+    """Running sums over the whole run, resumed sessions included."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    accepted: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    languages: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def acceptance_rate(self) -> float:
+        """Accepted examples over judged generation requests (brainstorms excluded)."""
+        rejected = sum(n for k, n in self.rejected.items() if not k.startswith("brainstorm:"))
+        accepted = sum(self.accepted.values())
+        return accepted / (accepted + rejected) if accepted + rejected else 0.0
+
+
+class RunStore:
+    """Owns the files of one run; single writer (the event loop), line-at-a-time writes."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.raw_dir = run_dir / "raw"
+        self.ledger_path = run_dir / "ledger.jsonl"
+        self.brainstorm_path = run_dir / "brainstorm.jsonl"
+        self.batches_path = run_dir / "batches.jsonl"
+        self.run_json_path = run_dir / "run.json"
+        self.totals = RunTotals()
+        self.accepted_ids: set[str] = set()
+        self.finished_ids: set[str] = set()
+        self.dedup_keys: set[str] = set()
+        self.task_pools: dict[str, list[str]] = {}
+        self.brainstorm_done: set[str] = set()
+        self.unledgered: list[dict[str, Any]] = []
+        self.started_at = utc_now()
+        self._shard: TextIO | None = None
+        self._shard_rows = 0
+        self._ledger: TextIO | None = None
+        self._brainstorm: TextIO | None = None
+
+    def open(self, dedup_key: Any) -> None:
+        """Repair torn tails, then rebuild the run's state from its files."""
+        self.raw_dir.mkdir(parents=True, exist_ok=True)
+        for path in [*self.shard_paths(), self.ledger_path, self.brainstorm_path]:
+            cut_torn_tail(path)
+        previous = self._previous_run_json()
+        if previous.get("started_at"):
+            self.started_at = previous["started_at"]
+        records = [record for path in self.shard_paths() for record in read_jsonl(path)]
+        for record in records:
+            self.accepted_ids.add(record["id"])
+            self.finished_ids.add(record["id"])
+            self.dedup_keys.add(dedup_key(record["example"]))
+            self.totals.accepted[record["task_type"]] += 1
+            self.totals.languages[record["language"]] += 1
+        ledgered = set()
+        for entry in read_jsonl(self.ledger_path):
+            self._add_to_totals(entry)
+            if entry["kind"] == "generate" and entry["outcome"] == "rejected":
+                self.finished_ids.add(entry["item_id"])
+            if entry["kind"] == "generate" and entry["outcome"] == "accepted":
+                ledgered.add(entry["item_id"])
+        # A kill between the record and its ledger line: the record carries its usage.
+        self.unledgered = [r for r in records if r["id"] not in ledgered]
+        for entry in read_jsonl(self.brainstorm_path):
+            self.brainstorm_done.add(entry["item_id"])
+            self._extend_pool(entry["task_type"], entry["tasks"])
+        self._ledger = self.ledger_path.open("a", encoding="utf-8")
+        self._brainstorm = self.brainstorm_path.open("a", encoding="utf-8")
+
+    def _previous_run_json(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.run_json_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def shard_paths(self) -> list[Path]:
+        return sorted(self.raw_dir.glob("shard-*.jsonl"))
+
+    def _add_to_totals(self, entry: dict[str, Any]) -> None:
+        self.totals.requests += 1
+        self.totals.prompt_tokens += entry["prompt_tokens"]
+        self.totals.completion_tokens += entry["completion_tokens"]
+        self.totals.cost_usd += entry["cost_usd"]
+        if entry["outcome"] == "rejected":
+            prefix = "brainstorm:" if entry["kind"] == "brainstorm" else ""
+            self.totals.rejected[prefix + entry["reason"]] += 1
+        elif entry["outcome"] == "failed":
+            self.totals.rejected[f"{entry['kind']}_request_failed"] += 1
+
+    def _extend_pool(self, task_type: str, tasks: list[str]) -> list[str]:
+        pool = self.task_pools.setdefault(task_type, [])
+        seen = {" ".join(t.split()).casefold() for t in pool}
+        added = []
+        for task in tasks:
+            key = " ".join(task.split()).casefold()
+            if key not in seen:
+                seen.add(key)
+                pool.append(task)
+                added.append(task)
+        return added
+
+    def add_tasks(self, item_id: str, task_type: str, tasks: list[str]) -> list[str]:
+        """Cache a brainstorm's new (deduplicated) task definitions."""
+        added = self._extend_pool(task_type, tasks)
+        line = {"item_id": item_id, "task_type": task_type, "tasks": added, "at": utc_now()}
+        self._write_line(self._brainstorm, line)
+        self.brainstorm_done.add(item_id)
+        return added
+
+    def is_duplicate(self, key: str) -> bool:
+        return key in self.dedup_keys
+
+    def accept(self, record: dict[str, Any], key: str) -> None:
+        """Append the record to the current shard before anything else learns of it."""
+        if self._shard is None or self._shard_rows >= SHARD_ROWS:
+            self._open_next_shard()
+        self._write_line(self._shard, record)
+        self._shard_rows += 1
+        self.accepted_ids.add(record["id"])
+        self.finished_ids.add(record["id"])
+        self.dedup_keys.add(key)
+        self.totals.accepted[record["task_type"]] += 1
+        self.totals.languages[record["language"]] += 1
+
+    def _open_next_shard(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+        existing = [int(p.stem.split("-")[1]) for p in self.shard_paths()]
+        index = max(existing, default=-1) + 1
+        self._shard = (self.raw_dir / f"shard-{index:05d}.jsonl").open("a", encoding="utf-8")
+        self._shard_rows = 0
+
+    def log_request(self, entry: dict[str, Any]) -> None:
+        """One ledger line per request attempt; totals follow the ledger exactly."""
+        self._write_line(self._ledger, entry)
+        self._add_to_totals(entry)
+        if entry["kind"] == "generate" and entry["outcome"] == "rejected":
+            self.finished_ids.add(entry["item_id"])
+
+    @staticmethod
+    def _write_line(handle: TextIO | None, row: dict[str, Any]) -> None:
+        assert handle is not None, "RunStore.open() was not called"
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+
+    def write_run_json(self, summary: dict[str, Any]) -> None:
+        """Atomic rewrite, so a reader never sees half a file."""
+        tmp = self.run_json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self.run_json_path)
+
+    def close(self) -> None:
+        for handle in (self._shard, self._ledger, self._brainstorm):
+            if handle is not None:
+                handle.close()
+        self._shard = self._ledger = self._brainstorm = None

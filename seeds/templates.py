@@ -1,0 +1,97 @@
+"""Prompt templates are versioned data files; a record names the template and its hash so a
+dataset row can be traced to the exact words that produced it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kit.config import TASK_TYPES
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+
+class TemplateError(ValueError):
+    """A template file is malformed."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """One task type's prompts, placeholder value sets and required output keys."""
+
+    task_type: str
+    template_id: str
+    sha256: str
+    brainstorm: str | None
+    task_definition: str | None
+    placeholders: dict[str, list[str]]
+    output_keys: tuple[str, ...]
+    prompt: str
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.brainstorm is not None
+
+    def render_brainstorm(self, num_tasks: int) -> str:
+        if self.brainstorm is None:
+            raise TemplateError(f"{self.template_id} has no brainstorm prompt")
+        return self.brainstorm.format(num_tasks=num_tasks)
+
+    def render(self, values: dict[str, str]) -> str:
+        return self.prompt.format(**values)
+
+    def output_schema(self) -> dict[str, Any]:
+        """A strict JSON schema: every key a non-empty string, nothing else."""
+        return {
+            "type": "object",
+            "properties": {key: {"type": "string", "minLength": 1} for key in self.output_keys},
+            "required": list(self.output_keys),
+            "additionalProperties": False,
+        }
+
+
+def brainstorm_schema(num_tasks: int) -> dict[str, Any]:
+    """A list of exactly ``num_tasks`` non-empty strings (small models return [] otherwise)."""
+    item = {"type": "string", "minLength": 1}
+    tasks = {"type": "array", "items": item, "minItems": num_tasks, "maxItems": num_tasks}
+    return {
+        "type": "object",
+        "properties": {"tasks": tasks},
+        "required": ["tasks"],
+        "additionalProperties": False,
+    }
+
+
+def load_template(path: Path) -> Template:
+    raw_bytes = path.read_bytes()
+    try:
+        raw = json.loads(raw_bytes)
+        template = Template(
+            task_type=raw["task_type"],
+            template_id=f"{raw['template_id']}-v{int(raw['version'])}",
+            sha256=hashlib.sha256(raw_bytes).hexdigest(),
+            brainstorm=raw["brainstorm"],
+            task_definition=raw["task_definition"],
+            placeholders={k: [str(v) for v in vs] for k, vs in raw["placeholders"].items()},
+            output_keys=tuple(raw["output_keys"]),
+            prompt=raw["prompt"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TemplateError(f"{path}: malformed template ({exc})") from None
+    if template.task_type not in TASK_TYPES:
+        raise TemplateError(f"{path}: unknown task_type {template.task_type!r}")
+    if (template.brainstorm is None) == (template.task_definition is None):
+        raise TemplateError(f"{path}: needs either a brainstorm prompt or a fixed task_definition")
+    return template
+
+
+def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:
+    """All six task types' templates, keyed by task type."""
+    templates = {t.task_type: t for t in map(load_template, sorted(directory.glob("*.json")))}
+    missing = [t for t in TASK_TYPES if t not in templates]
+    if missing:
+        raise TemplateError(f"{directory}: no template for {', '.join(missing)}")
+    return templates

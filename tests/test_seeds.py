@@ -1,0 +1,258 @@
+"""seeds end to end against a fault-injecting OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kit.cli import run_stage
+from seeds.main import add_arguments, main
+from tests.seeds_fake_server import FakeLLM, ServerThread
+from tests.seeds_helpers import (
+    API_KEY,
+    API_KEY_ENV,
+    SMALL_TARGETS,
+    check_ledger_adds_up,
+    check_records,
+    ledger,
+    records,
+    run_dir,
+    run_json,
+    seeds_config,
+)
+
+ALL_FAULTS = {
+    "429": 0.06, "500": 0.06, "timeout": 0.03, "malformed": 0.06, "truncated": 0.06,
+    "wrong_keys": 0.06, "duplicate": 0.1, "prose": 0.1,
+}  # fmt: skip
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
+    """Start fake servers on 127.0.0.1; all are stopped after the test."""
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    started: list[ServerThread] = []
+
+    def start(**knobs: object) -> ServerThread:
+        server = ServerThread(FakeLLM(**knobs)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+def seeds(config: Path) -> int:
+    return run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+
+
+def no_secret_in(run: Path) -> None:
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert API_KEY not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
+    first = ("prose", "429", "500", "timeout", "malformed", "truncated", "wrong_keys")
+    first += ("none",) * 12 + ("duplicate",) * 3  # duplicates of outputs already accepted
+    server = serve(faults=ALL_FAULTS, retry_after="0.3", seed=11, first_faults=first)
+    config = seeds_config(write_config, server.url)
+    assert seeds(config) == 0
+    run, fake = run_dir(config), server.fake
+    rows, lines, summary = records(run), ledger(run), run_json(run)
+
+    check_records(rows)
+    check_ledger_adds_up(run)
+    no_secret_in(run)
+    assert summary["complete"] and summary["stopped_reason"] == "targets_reached"
+    assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
+    assert Counter(r["task_type"] for r in rows) == Counter(SMALL_TARGETS)
+
+    served = fake.faults_served("generate")
+    assert served["malformed"] and served["duplicate"] and served["prose"]
+    assert len(rows) == served["none"] + served["prose"]
+    assert summary["rejected"].get("invalid_json", 0) == served["malformed"]
+    assert summary["rejected"].get("truncated", 0) == served["truncated"]
+    assert summary["rejected"].get("missing_key", 0) == served["wrong_keys"]
+    assert summary["rejected"].get("duplicate", 0) == served["duplicate"]
+    judged = len(rows) + sum(summary["rejected"].get(k, 0) for k in
+                             ("invalid_json", "truncated", "missing_key", "duplicate"))  # fmt: skip
+    assert summary["acceptance_rate"] == round(len(rows) / judged, 4)
+
+    # one ledger line per request the server saw, with the same transport outcomes
+    assert Counter(x["outcome"] for x in lines).total() == len(fake.log), (
+        Counter((x["outcome"], x["reason"]) for x in lines),
+        Counter((s.fault, s.status) for s in fake.log),
+    )
+    reasons = Counter(x["reason"] for x in lines if x["outcome"] in ("retry", "failed"))
+    every = Counter(s.fault for s in fake.log)
+    assert reasons["http_429"] == every["429"] > 0
+    assert reasons["http_500"] == every["500"] > 0
+    assert reasons["timeout"] == every["timeout"] > 0
+
+    # Retry-After is honoured: the next try of an item comes no sooner than 0.3 s later
+    by_item: dict[str, list] = {}
+    for request in fake.log:
+        by_item.setdefault(request.item, []).append(request)
+    gaps = [
+        later.at - earlier.at
+        for tries in by_item.values()
+        for earlier, later in zip(tries, tries[1:], strict=False)
+        if earlier.fault == "429"
+    ]
+    assert gaps and min(gaps) >= 0.3
+
+
+def test_second_run_requests_nothing_and_dedups_across_runs(serve, write_config) -> None:
+    server = serve(seed=2)
+    small = {"short_long": 2, "long_short": 2, "short_short": 1, "long_long": 1, "sts": 3,
+             "bitext": 2}  # fmt: skip
+    config = seeds_config(write_config, server.url, generation={"targets": small})
+    assert seeds(config) == 0
+    first = records(run_dir(config))
+    seen = len(server.fake.log)
+
+    assert seeds(config) == 0
+    assert len(server.fake.log) == seen, "a finished run must not send any request"
+    assert records(run_dir(config)) == first
+
+    # grow the targets; the server now repeats earlier outputs half of the time
+    server.fake.faults = {"duplicate": 0.5}
+    config = seeds_config(write_config, server.url, generation={"targets": SMALL_TARGETS})
+    assert seeds(config) == 0
+    rows = records(run_dir(config))
+    check_records(rows)
+    check_ledger_adds_up(run_dir(config))
+    assert {r["id"] for r in first} <= {r["id"] for r in rows}
+    new_requests = {s.item for s in server.fake.log[seen:]}
+    assert not new_requests & {r["id"] for r in first}
+    assert (
+        run_json(run_dir(config))["rejected"]["duplicate"]
+        == server.fake.faults_served()["duplicate"]
+    )
+
+
+def test_response_format_falls_back_to_json_object_then_text(serve, write_config) -> None:
+    server = serve(unsupported_formats=("json_schema", "json_object"))
+    config = seeds_config(
+        write_config, server.url, generation={"targets": {"sts": 3, "short_long": 2}}
+    )
+    assert seeds(config) == 0
+    lines = ledger(run_dir(config))
+    fallbacks = [x["response_format"] for x in lines if x["outcome"] == "format_fallback"]
+    assert "json_schema" in fallbacks and "json_object" in fallbacks
+    assert {x["response_format"] for x in lines if x["outcome"] == "accepted"} == {"text"}
+    check_records(records(run_dir(config)))
+    check_ledger_adds_up(run_dir(config))
+    assert run_json(run_dir(config))["complete"]
+
+
+def test_fixed_response_format_does_not_fall_back(serve, write_config) -> None:
+    server = serve(unsupported_formats=("json_schema",))
+    config = seeds_config(
+        write_config,
+        server.url,
+        generator={"response_format": "json_schema"},
+        generation={"targets": {"sts": 2}, "max_requests_per_target": 2.0},
+    )
+    assert seeds(config) == 0
+    summary = run_json(run_dir(config))
+    assert not summary["complete"] and summary["stopped_reason"] == "attempts_exhausted"
+    assert summary["rejected"] == {"generate_request_failed": 4}
+    assert len(server.fake.log) == 4 and records(run_dir(config)) == []
+
+
+def test_budget_stop_leaves_a_consistent_resumable_run(serve, write_config) -> None:
+    server = serve(seed=5, faults={"malformed": 0.1})
+    config = seeds_config(write_config, server.url, generation={"budget_tokens": 3000})
+    assert seeds(config) == 0
+    run = run_dir(config)
+    summary = run_json(run)
+    assert not summary["complete"] and summary["stopped_reason"] == "budget_tokens"
+    assert summary["prompt_tokens"] + summary["completion_tokens"] >= 3000
+    first = records(run)
+    assert 0 < len(first) < sum(SMALL_TARGETS.values())
+    check_records(first)
+    check_ledger_adds_up(run)
+    # the type mix is kept while stopping early: no type is ahead by more than the in-flight
+    assert min(summary["accepted"].values()) >= 1
+
+    seen = len(server.fake.log)
+    assert seeds(config) == 0  # same budget: nothing more is asked
+    assert len(server.fake.log) == seen
+
+    config = seeds_config(write_config, server.url, generation={"budget_tokens": 10**7})
+    assert seeds(config) == 0
+    assert run_json(run)["complete"]
+    assert not {s.item for s in server.fake.log[seen:]} & {r["id"] for r in first}
+    check_records(records(run))
+    check_ledger_adds_up(run)
+
+
+def test_usd_budget_stops_too(serve, write_config) -> None:
+    server = serve()
+    config = seeds_config(write_config, server.url, generation={"budget_usd": 0.5})
+    assert seeds(config) == 0
+    summary = run_json(run_dir(config))
+    assert summary["stopped_reason"] == "budget_usd" and summary["cost_usd"] >= 0.5
+    check_ledger_adds_up(run_dir(config))
+
+
+def test_rejected_key_is_one_line_and_never_printed(serve, write_config, capsys) -> None:
+    server = serve(require_key="sk-the-right-one")
+    config = seeds_config(write_config, server.url)
+    assert seeds(config) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the endpoint answered HTTP 401")
+    assert API_KEY not in "\n".join(err)
+    summary = run_json(run_dir(config))
+    assert summary["stopped_reason"] == "endpoint_error" and not summary["complete"]
+    no_secret_in(run_dir(config))
+
+
+def test_missing_key_variable_fails_before_any_request(serve, write_config, monkeypatch, capsys):
+    server = serve()
+    monkeypatch.delenv(API_KEY_ENV)
+    config = seeds_config(write_config, server.url)
+    assert seeds(config) == 2
+    assert f"set the environment variable {API_KEY_ENV}" in capsys.readouterr().err
+    assert server.fake.log == []
+    assert run_json(run_dir(config))["stopped_reason"] == "setup_error"
+
+
+def test_brainstorm_output_shapes_and_task_dedup(serve, write_config) -> None:
+    server = serve(brainstorm_style="numbered")
+    config = seeds_config(
+        write_config, server.url, generation={"targets": {"short_long": 4, "long_short": 2}}
+    )
+    assert seeds(config) == 0
+    rows = records(run_dir(config))
+    check_records(rows)
+    tasks = [r["task_definition"] for r in rows if r["task_type"] == "short_long"]
+    assert len(set(tasks)) == 2 and Counter(tasks).most_common(1)[0][1] == 2
+
+
+def test_batch_mode_against_the_same_server(serve, write_config) -> None:
+    server = serve(faults={"500": 0.05, "malformed": 0.1, "duplicate": 0.1, "prose": 0.1})
+    config = seeds_config(write_config, server.url, generator={"mode": "batch"})
+    assert seeds(config) == 0
+    run, fake = run_dir(config), server.fake
+    rows = records(run)
+    check_records(rows)
+    check_ledger_adds_up(run)
+    summary = run_json(run)
+    assert summary["complete"] and Counter(r["task_type"] for r in rows) == Counter(SMALL_TARGETS)
+    assert len(fake.batches_created) >= 2  # brainstorm round, then generation rounds
+    assert len(ledger(run)) == len(fake.log)
+    assert summary["rejected"].get("invalid_json", 0) == fake.faults_served()["malformed"]
+    assert fake.log and all(s.item for s in fake.log)
+
+
+def test_batch_mode_needs_a_remote_endpoint(write_config, capsys) -> None:
+    config = write_config(generator={"backend": "local", "mode": "batch"})
+    assert seeds(config) == 2
+    assert "generator.mode = 'batch' needs backend = 'openai'" in capsys.readouterr().err

@@ -1,0 +1,155 @@
+"""A seeds run killed with SIGKILL resumes without losing or re-requesting anything; the same
+for a Batch API run (by batch id); and the embedded llama.cpp default end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kit.cli import run_stage
+from seeds.main import add_arguments, main
+from seeds.store import read_jsonl
+from tests.seeds_fake_server import FakeLLM, ServerThread
+from tests.seeds_helpers import (
+    API_KEY,
+    API_KEY_ENV,
+    SMALL_TARGETS,
+    check_ledger_adds_up,
+    check_records,
+    records,
+    run_dir,
+    run_json,
+    seeds_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_seeds(config: Path) -> subprocess.Popen:
+    env = {**os.environ, API_KEY_ENV: API_KEY}
+    command = [sys.executable, "-m", "seeds", "--config", str(config), "--no-progress"]
+    return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def all_lines_parse(run: Path) -> None:
+    for path in [*run.glob("*.jsonl"), *(run / "raw").glob("*.jsonl")]:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            json.loads(line)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_nothing_and_repeats_nothing(write_config) -> None:
+    with ServerThread(FakeLLM(latency_s=0.25, faults={"malformed": 0.1, "429": 0.05})) as server:
+        config = seeds_config(write_config, server.url, generator={"concurrency": 4})
+        run = run_dir(config)
+        process = start_seeds(config)
+        wait_for(lambda: len(records(run)) >= 8)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        assert not (run / "run.json").exists()
+
+        before = records(run)
+        shard = sorted((run / "raw").glob("shard-*.jsonl"))[-1]
+        with shard.open("a", encoding="utf-8") as handle:  # a write torn by the kill
+            handle.write('{"schema_version": 1, "id": "short_long-99')
+        with (run / "ledger.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write('{"at": "2026')
+        seen = len(server.fake.log)
+
+        process = start_seeds(config)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+
+        after = records(run)
+        after_by_id = {r["id"]: r for r in after}
+        assert all(after_by_id[r["id"]] == r for r in before), "an accepted record changed"
+        asked_again = {s.item for s in server.fake.log[seen:]}
+        assert not asked_again & {r["id"] for r in before}
+        assert Counter(r["task_type"] for r in after) == Counter(SMALL_TARGETS)
+        check_records(after)
+        check_ledger_adds_up(run)
+        all_lines_parse(run)
+        assert run_json(run)["complete"]
+
+
+@pytest.mark.slow
+def test_batch_run_killed_after_submitting_resumes_by_batch_id(write_config) -> None:
+    with ServerThread(FakeLLM(batch_delay_s=1.0, faults={"malformed": 0.1})) as server:
+        config = seeds_config(write_config, server.url, generator={"mode": "batch"})
+        run = run_dir(config)
+        process = start_seeds(config)
+        batches = run / "batches.jsonl"
+
+        def generation_batch_submitted() -> bool:
+            rows = read_jsonl(batches)
+            return any(r["state"] == "submitted" and r["items"][0]["kind"] == "generate"
+                       for r in rows)  # fmt: skip
+
+        wait_for(generation_batch_submitted)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        pending = [r for r in read_jsonl(batches) if r["state"] == "submitted"][-1]
+        created_before = list(server.fake.batches_created)
+
+        process = start_seeds(config)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+
+        rows = read_jsonl(batches)
+        assert {"state": "ingested", "batch_id": pending["batch_id"]}.items() <= next(
+            r for r in rows if r["state"] == "ingested" and r["batch_id"] == pending["batch_id"]
+        ).items()
+        # no item of the interrupted batch was sent again in a new batch
+        sent = Counter(
+            json.loads(line)["custom_id"]
+            for batch_id in server.fake.batches_created
+            for line in server.fake.files[server.fake.batches[batch_id]["input_file_id"]]["data"]
+            .decode()
+            .splitlines()
+        )
+        assert all(sent[i["item_id"]] == 1 for i in pending["items"])
+        assert created_before == server.fake.batches_created[: len(created_before)]
+        after = records(run)
+        assert Counter(r["task_type"] for r in after) == Counter(SMALL_TARGETS)
+        check_records(after)
+        check_ledger_adds_up(run)
+
+
+@pytest.mark.slow
+def test_embedded_local_generator_end_to_end(write_config, caplog) -> None:
+    config = write_config(
+        generator={"backend": "local", "max_tokens": 160, "concurrency": 1},
+        generation={"run_name": "t", "targets": {"sts": 1}, "max_requests_per_target": 3.0},
+    )
+    code = run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+    assert code == 0
+    run = run_dir(config)
+    summary = run_json(run)
+    assert summary["generator"]["bundled_small_model"] is True
+    assert "very small" in summary["generator"]["note"]
+    assert summary["generator"]["backend"] == "local"
+    assert summary["requests"] >= 1 and 0.0 <= summary["acceptance_rate"] <= 1.0
+    rows = records(run)
+    check_records(rows, backend="local")
+    check_ledger_adds_up(run)
+    assert all(r["generator_model"] == "SmolLM2-135M-Instruct" for r in rows)
+    assert "very small bundled model" in caplog.text
+    log = (run / "local_server.log").read_text(errors="replace")
+    assert "Application startup complete" in log
+    assert "Finished server process" in log  # stopped at the end of the run
