@@ -36,7 +36,7 @@ $(DATASET_DIR)/README.md: $(RUN_DIR)/run.json $(wildcard dataset_builder/*.py)
 $(MODEL_DIR)/training_record.json: $(DATASET_DIR)/README.md $(wildcard training/*.py)
 	$(PY) -m training --config $(CONFIG)
 
-$(MODEL_DIR)/README.md: $(MODEL_DIR)/training_record.json $(wildcard model_card/*.py)
+$(MODEL_DIR)/README.md: $(MODEL_DIR)/training_record.json $(CONFIG) $(wildcard model_card/*.py model_card/*.json model_card/*.md)
 	$(PY) -m model_card --config $(CONFIG)
 
 $(SPACE_DIR)/app.py: $(MODEL_DIR)/README.md $(wildcard space/*.py)

@@ -1,0 +1,1 @@
+"""Evaluate the released embedder with mteb and write the model card users read."""

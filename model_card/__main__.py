@@ -1,0 +1,22 @@
+"""``python -m model_card --config configs/default.toml``."""
+
+import argparse
+import sys
+
+from kit.cli import run_stage
+from model_card.stage import main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip-eval",
+        action="store_true",
+        help="write the card without evaluating (the card then says the model is not evaluated)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore cached mteb results and evaluate again"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("model_card", main, add_arguments=add_arguments))

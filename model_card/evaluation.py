@@ -1,0 +1,154 @@
+"""Run the tasks with ``mteb.evaluate`` and keep the results with mteb's ``ResultCache``.
+
+``results.json`` (next to the cache) is the summary the card is written from: for each task
+and model the main score, the cache file it came from, and the prompt it was run with. A
+cached result is reused only when the model, the data, the caps and the prompt are all the
+same as when it was computed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from model_card.encoders import Embedder, mteb_encoder
+from model_card.tasks import EvalTask
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.json"
+SCHEMA_VERSION = 1
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Registry tasks download their data; skip them quietly when no Hub can be reached."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def run_fingerprint(embedder: Embedder, task: EvalTask) -> str:
+    parts = [embedder.cache_name, embedder.revision, task.fingerprint, json.dumps(task.prompts())]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def load_results(eval_dir: Path) -> dict[str, Any] | None:
+    path = eval_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON; evaluating from scratch", path)
+        return None
+
+
+def previous_fingerprints(previous: dict[str, Any] | None) -> dict[tuple[str, str], str]:
+    if not previous:
+        return {}
+    return {
+        (task["name"], role): result["fingerprint"]
+        for task in previous.get("tasks", [])
+        for role, result in task.get("results", {}).items()
+    }
+
+
+def evaluate_model(
+    embedder: Embedder,
+    tasks: list[EvalTask],
+    eval_dir: Path,
+    batch_size: int,
+    previous: dict[tuple[str, str], str],
+    fresh: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Evaluate one model on every task; return per task its score, cache file and timing."""
+    import mteb
+
+    cache = mteb.ResultCache(eval_dir)
+    prompts: dict[str, str] = {}
+    for task in tasks:
+        prompts.update(task.prompts())
+    encoder = mteb_encoder(embedder, prompts)
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        fingerprint = run_fingerprint(embedder, task)
+        cache_file = cache.get_task_result_path(task.name, encoder.mteb_model_meta)
+        reuse = not fresh and previous.get((task.name, embedder.role)) == fingerprint
+        reuse = reuse and cache_file.is_file()
+        log.info(
+            "%s model on %s: %s", embedder.role, task.name, "cached" if reuse else "evaluating"
+        )
+        result = mteb.evaluate(
+            encoder,
+            task.task,
+            cache=cache,
+            overwrite_strategy="only-missing" if reuse else "always",
+            encode_kwargs={"batch_size": batch_size},
+            co2_tracker=False,
+        )
+        (task_result,) = result.task_results
+        out[task.name] = {
+            "main_score": float(task_result.get_score()),
+            "scores_file": cache_file.relative_to(eval_dir).as_posix(),
+            "evaluation_time_s": task_result.evaluation_time,
+            "fingerprint": fingerprint,
+        }
+    return out
+
+
+def build_results(
+    embedders: list[Embedder],
+    tasks: list[EvalTask],
+    per_model: dict[str, dict[str, dict[str, Any]]],
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    import mteb
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mteb_version": mteb.__version__,
+        "models": {
+            e.role: {"name": e.cache_name, "revision": e.revision, "source": e.source}
+            for e in embedders
+        },
+        "tasks": [
+            {
+                "name": t.name,
+                "source": t.source,
+                "type": t.type,
+                "path": t.path,
+                "revision": t.task.metadata.dataset["revision"],
+                "languages": t.languages,
+                "main_score": t.main_score,
+                "query_prompt": t.query_prompt,
+                "document_prompt": t.prompts()[f"{t.name}-document"],
+                "prompt_source": t.prompt_source,
+                "size": t.size,
+                "results": {role: per_model[role][t.name] for role in per_model},
+            }
+            for t in tasks
+        ],
+        "skipped": skipped,
+    }
+
+
+def write_results(eval_dir: Path, results: dict[str, Any]) -> Path:
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    path = eval_dir / RESULTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

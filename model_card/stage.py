@@ -1,0 +1,168 @@
+"""The model_card stage: evaluate the trained model (and its base), then write the card.
+
+Inputs are the published model folder (``SentenceTransformer(model_dir)`` plus its
+``training_record.json``) and the config; outputs are mteb results under ``eval_dir`` and
+``README.md`` + ``eval_results.png`` in the model folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kit.cli import StageError
+from kit.config import Config
+from kit.paths import layout
+from model_card.card import build_card
+from model_card.encoders import Embedder, build_base, load_trained
+from model_card.evaluation import (
+    build_results,
+    evaluate_model,
+    hub_reachable,
+    load_results,
+    previous_fingerprints,
+    write_results,
+)
+from model_card.local_tasks import spec_from_config
+from model_card.plot import plot_results
+from model_card.tasks import EvalTask, local_eval_task, registry_eval_task
+
+log = logging.getLogger(__name__)
+TRAINING_RECORD = "training_record.json"
+PLOT_FILE = "eval_results.png"
+
+
+def read_training_record(model_dir: Path) -> dict[str, Any] | None:
+    path = model_dir / TRAINING_RECORD
+    if not path.is_file():
+        log.warning("%s not found: the card will say the training details are unknown", path)
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise StageError(f"{path}: expected a JSON object")
+    return record
+
+
+def dataset_languages(dataset_dir: Path) -> list[str]:
+    """The languages the dataset card declares (the published artifact, not seeds' files)."""
+    readme = dataset_dir / "README.md"
+    if not readme.is_file():
+        return []
+    from huggingface_hub import DatasetCard
+
+    language = DatasetCard.load(readme).data.to_dict().get("language") or []
+    return [language] if isinstance(language, str) else list(language)
+
+
+def collect_tasks(config: Config, model_prompts: dict) -> tuple[list[EvalTask], list[dict]]:
+    """Local tasks always; registry tasks only when a Hub is reachable (else listed as skipped)."""
+    evaluation = config.evaluation
+    tasks = [
+        local_eval_task(spec_from_config(entry, evaluation.max_corpus), model_prompts)
+        for entry in evaluation.local_tasks
+    ]
+    skipped: list[dict[str, str]] = []
+    if evaluation.mteb_tasks:
+        if hub_reachable():
+            tasks += [registry_eval_task(name, model_prompts) for name in evaluation.mteb_tasks]
+        else:
+            log.warning("no Hub reachable: skipping registry tasks %s", evaluation.mteb_tasks)
+            skipped = [
+                {
+                    "name": name,
+                    "reason": "mteb registry task; its data is on the Hub, which "
+                    "could not be reached",
+                }
+                for name in evaluation.mteb_tasks
+            ]
+    names = [t.name for t in tasks]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StageError(f"evaluation: task name {duplicates[0]!r} is used twice")
+    return tasks, skipped
+
+
+def data_caveat(config: Config) -> str:
+    if config.generator.backend == "local":
+        return (
+            f"This release used a very small local generator ({config.generator.model}), so "
+            "the data, and the model trained on it, are weak: it shows the pipeline working "
+            "end to end, not paper quality."
+        )
+    return f"The generator was {config.generator.model}."
+
+
+def run_evaluation(
+    config: Config,
+    trained: Embedder,
+    record: dict[str, Any] | None,
+    eval_dir: Path,
+    fresh: bool,
+) -> tuple[dict[str, Any] | None, str]:
+    """Evaluate; return the results (or ``None``) and, when none, the reason the card gives."""
+    tasks, skipped = collect_tasks(config, dict(trained.model.prompts or {}))
+    if not tasks:
+        reason = (
+            "None of the configured tasks could be run here."
+            if skipped
+            else "No evaluation tasks are configured (evaluation.local_tasks, "
+            "evaluation.mteb_tasks)."
+        )
+        return ({"tasks": [], "skipped": skipped} if skipped else None), reason
+    previous = previous_fingerprints(load_results(eval_dir))
+    batch = config.evaluation.batch_size
+    per_model = {"trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh)}
+    embedders = [trained]
+    base_ref = (record or {}).get("base_model")
+    if config.evaluation.evaluate_base and base_ref:
+        max_length = int((record or {}).get("max_length") or trained.model.max_seq_length)
+        base = build_base(base_ref, max_length)
+        per_model["base"] = evaluate_model(base, tasks, eval_dir, batch, previous, fresh)
+        embedders.append(base)
+        del base
+        gc.collect()
+    elif config.evaluation.evaluate_base:
+        log.warning("no base_model in the training record: the base model is not evaluated")
+    results = build_results(embedders, tasks, per_model, skipped)
+    log.info("results written to %s", write_results(eval_dir, results))
+    return results, ""
+
+
+def main(config: Config, args: argparse.Namespace) -> None:
+    paths = layout(str(config.path))
+    model_dir, eval_dir = Path(paths["model_dir"]), Path(paths["eval_dir"])
+    repo_id = f"{config.hub.namespace}/{config.hub.model_repo}"
+    record = read_training_record(model_dir)
+    trained = load_trained(model_dir, repo_id)
+    if getattr(args, "skip_eval", False):
+        results, reason = None, "Evaluation was skipped when this card was written."
+    else:
+        results, reason = run_evaluation(
+            config, trained, record, eval_dir, getattr(args, "fresh", False)
+        )
+    plot_path = model_dir / PLOT_FILE
+    if results and results.get("tasks"):
+        plot_results(results, plot_path)
+    elif plot_path.exists():
+        os.remove(plot_path)
+    card = build_card(
+        repo_id=repo_id,
+        model=trained.model,
+        training_record=record,
+        results=results,
+        license_id=config.evaluation.model_license,
+        dataset_id=f"{config.hub.namespace}/{config.hub.dataset_repo}",
+        languages=dataset_languages(Path(paths["dataset_dir"])),
+        not_evaluated_reason=reason,
+        data_caveat=data_caveat(config),
+    )
+    card.save(model_dir / "README.md")
+    log.info("model card written to %s", model_dir / "README.md")
