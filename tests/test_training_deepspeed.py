@@ -1,0 +1,79 @@
+"""GradCache + DeepSpeed ZeRO-3 + LoRA + activation checkpointing, one CPU process (gloo).
+
+Stock CachedMultipleNegativesRankingLoss fails here ("Gradient computed twice for this
+partition"), and ZeRO-3 runs elsewhere saved empty LoRA tensors; this run must train and
+release exactly the adapter it trained.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training_fixtures import write_learnable_dataset
+from tests.training_helpers import run_training, training_section
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_zero3_gradcache_lora_checkpointing_releases_the_trained_weights(
+    tiny_model_dirs, write_config, tmp_path, monkeypatch
+):
+    from peft import LoraConfig, get_peft_model, load_peft_weights, set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from training.distributed import free_port
+
+    launcher_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**launcher_env, "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DS_BUILD_OPS", "0")
+    torch.set_num_threads(1)
+    ds_config = tmp_path / "zero3.json"
+    shutil.copy(REPO / "configs" / "deepspeed" / "zero3.json", ds_config)
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    base = tiny_model_dirs["gemma3"]
+    section = training_section(
+        base,
+        dataset,
+        deepspeed=str(ds_config),
+        max_steps=3,
+        save_steps=3,
+        gradient_checkpointing=True,
+        batch_size=8,
+        mini_batch_size=4,
+    )
+    try:
+        assert run_training(write_config(training=section)) == 0
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    release = tmp_path / "build" / "model"
+    record = json.loads((release / "training_record.json").read_text())
+    assert record["deepspeed"]["zero_stage"] == 3 and record["steps"] == 3
+    released = load_file(release / "model.safetensors")
+
+    adapter = load_peft_weights(str(tmp_path / "build" / "checkpoints" / "checkpoint-3"))
+    lora_b = [value for key, value in adapter.items() if "lora_B" in key]
+    assert lora_b and all(value.numel() > 0 for value in adapter.values()), "empty LoRA tensors"
+    assert max(float(v.abs().max()) for v in lora_b) > 0, "LoRA B starts at zero: never trained"
+
+    expected = get_peft_model(
+        AutoModel.from_pretrained(base),
+        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear"),
+    )
+    set_peft_model_state_dict(expected, adapter)
+    expected_state = expected.merge_and_unload().state_dict()
+    base_state = AutoModel.from_pretrained(base).state_dict()
+    changed = 0
+    for name, value in released.items():
+        torch.testing.assert_close(value, expected_state[name], atol=1e-6, rtol=0)
+        changed += int(not torch.equal(value, base_state[name]))
+    assert changed >= 10, "the release must differ from the base in every LoRA-targeted layer"

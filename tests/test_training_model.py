@@ -1,0 +1,215 @@
+"""The embedder's pieces against hand computations with plain transformers and torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training_helpers import FAMILIES
+from training.loss import BucketedCachedInfoNCELoss
+from training.model import add_lora, build_embedder, lora_state_dict
+from training.prompts import build_prompts
+
+MAX_LENGTH = 12
+TEXTS = [
+    "search river",
+    "find mountain question about the ocean and the city",
+    "the a query document answer question retrieve search find similar text sentence passage",
+    "ocean",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and 2 shared cores lose a lot to contention."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def hand_embeddings(model_dir: Path, texts: list[str], max_length: int) -> torch.Tensor:
+    """Last-layer hidden state at EOS, one unpadded text at a time, EOS placed by hand."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    rows = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        rows.append(torch.nn.functional.normalize(hidden, dim=0))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_embedding_is_the_hidden_state_at_eos(tiny_model_dirs, family, padding_side):
+    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, build_prompts())
+    model.tokenizer.padding_side = padding_side
+    features = model.preprocess(TEXTS)
+    lengths = features["attention_mask"].sum(dim=1)
+    assert int(lengths.max()) == MAX_LENGTH, "one text must be truncated"
+    for row, length in zip(features["input_ids"], lengths, strict=True):
+        last = row[-1] if padding_side == "left" else row[int(length) - 1]
+        assert int(last) == model.tokenizer.eos_token_id
+    got = model.encode(TEXTS, convert_to_tensor=True)
+    want = hand_embeddings(tiny_model_dirs[family], TEXTS, MAX_LENGTH)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bos_is_kept_where_the_base_adds_it(tiny_model_dirs, family):
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(tiny_model_dirs[family])
+    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, build_prompts())
+    ids = model.tokenizer("ocean")["input_ids"]
+    assert ids == base("ocean")["input_ids"] + [base.eos_token_id]
+    assert model.tokenizer.pad_token is not None
+
+
+def test_reload_gives_identical_embeddings_and_prompts(tiny_model_dirs, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    prompts = build_prompts([{"name": "MyRetrieval", "type": "retrieval", "instruction": "Do x"}])
+    model = build_embedder(str(tiny_model_dirs["mistral"]), MAX_LENGTH, prompts)
+    model.save(str(tmp_path / "m"))
+    reloaded = SentenceTransformer(str(tmp_path / "m"))
+    assert reloaded.prompts == prompts
+    assert reloaded.prompts["MyRetrieval-query"] == "Instruct: Do x\nQuery: "
+    assert reloaded.prompts["document"] == ""
+    assert reloaded.prompts["STS"].startswith("Instruct: ")
+    assert "Retrieval" not in reloaded.prompts, "documents of retrieval tasks take no instruction"
+    for name in (None, "query"):
+        torch.testing.assert_close(
+            reloaded.encode(TEXTS, prompt_name=name, convert_to_tensor=True),
+            model.encode(TEXTS, prompt_name=name, convert_to_tensor=True),
+            atol=0,
+            rtol=0,
+        )
+
+
+def _randomize_lora(model) -> None:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+
+
+def test_merged_lora_equals_adapter_model_and_differs_from_base(tiny_model_dirs, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from training.export import merged_embedder
+
+    base_dir = str(tiny_model_dirs["gemma3"])
+    prompts = build_prompts()
+    base = build_embedder(base_dir, MAX_LENGTH, prompts)
+    adapter_model = build_embedder(base_dir, MAX_LENGTH, prompts)
+    add_lora(adapter_model, 16, 32, 0.0)
+    _randomize_lora(adapter_model)
+    adapter_model.eval()
+    lora = {"r": 16, "alpha": 32, "dropout": 0.0}
+    merged = merged_embedder(base_dir, MAX_LENGTH, prompts, lora, lora_state_dict(adapter_model))
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    with_adapter = adapter_model.encode(TEXTS, convert_to_tensor=True)
+    torch.testing.assert_close(
+        merged.encode(TEXTS, convert_to_tensor=True), with_adapter, atol=1e-5, rtol=0
+    )
+    merged.save(str(tmp_path / "merged"))
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
+    reloaded = SentenceTransformer(str(tmp_path / "merged"))
+    torch.testing.assert_close(
+        reloaded.encode(TEXTS, convert_to_tensor=True), with_adapter, atol=1e-5, rtol=0
+    )
+    base_emb = base.encode(TEXTS, convert_to_tensor=True)
+    assert (reloaded.encode(TEXTS, convert_to_tensor=True) - base_emb).abs().max() > 1e-2
+
+
+def _columns(model, anchors, positives, negatives):
+    return [model.preprocess(anchors), model.preprocess(positives), model.preprocess(negatives)]
+
+
+ANCHORS = ["search river", "find mountain question about the ocean", "the city", "ocean a"]
+POSITIVES = ["river passage", "mountain", "the city of the river and the mountain", "ocean"]
+NEGATIVES = ["sport weather", "music", "history topic science label", "text"]
+
+
+def test_loss_is_infonce_at_temperature_002(tiny_model_dirs):
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+    )
+
+    model = build_embedder(str(tiny_model_dirs["qwen2"]), MAX_LENGTH, build_prompts()).eval()
+    anchors = model.encode(ANCHORS, convert_to_tensor=True)
+    docs = model.encode(POSITIVES + NEGATIVES, convert_to_tensor=True)
+    logits = (anchors @ docs.T) / 0.02
+    by_hand = -(logits.diagonal() - torch.logsumexp(logits, dim=1)).mean()
+    for loss in (
+        BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=2, length_bucketing=True),
+        BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=2, length_bucketing=False),
+        CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=2),
+    ):
+        value = loss(_columns(model, ANCHORS, POSITIVES, NEGATIVES), None)
+        torch.testing.assert_close(value.detach(), by_hand, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, bucketing):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, build_prompts())
+    add_lora(model, 4, 8, 0.0)
+    _randomize_lora(model)
+
+    def gradients(loss) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        loss(_columns(model, ANCHORS, POSITIVES, NEGATIVES), None).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want = gradients(MultipleNegativesRankingLoss(model, scale=50.0))
+    got = gradients(
+        BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=2, length_bucketing=bucketing)
+    )
+    assert got.keys() == want.keys() and len(want) > 0
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)
+
+
+def test_bucketing_sorts_mini_batches_by_length(tiny_model_dirs):
+    from training.loss import _sort_by_length
+
+    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, build_prompts())
+    feature = model.preprocess(ANCHORS)
+    sorted_feature, inverse = _sort_by_length(feature)
+    lengths = sorted_feature["attention_mask"].sum(dim=1)
+    assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)
+    torch.testing.assert_close(sorted_feature["input_ids"][inverse], feature["input_ids"])
+
+
+def test_zero3_config_keeps_lora_tensors_whole(tmp_path):
+    import json
+
+    from training.distributed import deepspeed_config
+
+    source = Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / "zero3.json"
+    config = deepspeed_config(str(source), lora_param_numel=229_376)
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 3 and zero["stage3_param_persistence_threshold"] == 229_376
+    assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    zero2 = Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / "zero2.json"
+    assert deepspeed_config(str(zero2), 229_376) == json.loads(zero2.read_text())
+
+
+def test_launcher_commands_rerun_this_stage():
+    from training.distributed import launch_command
+
+    torchrun = launch_command("torchrun", 8, "configs/e5-mistral.toml")
+    assert torchrun[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
+    assert torchrun[-4:] == ["-m", "training", "--config", "configs/e5-mistral.toml"]
+    accelerate = launch_command("accelerate", 4, "c.toml")
+    assert accelerate[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]

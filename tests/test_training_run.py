@@ -1,0 +1,197 @@
+"""The training stage end to end on a tiny decoder: learning, export, resume, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.training_fixtures import write_learnable_dataset
+from tests.training_helpers import run_training, training_section
+from training.model import build_embedder
+from training.prompts import build_prompts
+
+RECORD_FIELDS = {
+    "base_model",
+    "dataset",
+    "dataset_revision",
+    "hyperparameters",
+    "seed",
+    "steps",
+    "train_runtime_s",
+    "final_loss",
+    "kit_version",
+    "finished_at",
+    "max_length",
+    "precision",
+    "deepspeed",
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
+    """One short real run of ``python -m training`` on the learnable task (about 20 s)."""
+    from tests.toml_writer import dump_toml
+
+    root = tmp_path_factory.mktemp("trained")
+    dataset = write_learnable_dataset(root / "dataset")
+    config = root / "config.toml"
+    config.write_text(
+        dump_toml(
+            {
+                "project": {"build_dir": str(root / "build"), "runs_dir": str(root / "runs")},
+                "training": training_section(tiny_model_dirs["gemma3"], dataset),
+                "evaluation": {
+                    "local_tasks": [
+                        {
+                            "name": "TinySTS",
+                            "type": "sts",
+                            "path": str(root),
+                            "instruction": "Same?",
+                        }
+                    ]
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert run_training(config) == 0
+    return {"root": root, "config": config, "model": root / "build" / "model"}
+
+
+def test_training_raises_validation_retrieval_accuracy(trained):
+    record = json.loads((trained["model"] / "training_record.json").read_text())
+    assert record["validation_accuracy_after"] >= record["validation_accuracy_before"] + 0.3
+
+
+def test_release_folder_is_a_plain_sentence_transformer(trained, tiny_model_dirs):
+    from sentence_transformers import SentenceTransformer
+
+    folder = trained["model"]
+    assert (folder / "model.safetensors").is_file()
+    assert not (folder / "adapter_config.json").exists()
+    modules = json.loads((folder / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == [
+        "Transformer",
+        "Pooling",
+        "Normalize",
+    ]
+    assert all(m["type"].startswith("sentence_transformers.") for m in modules)
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode"] == "lasttoken" or pooling.get("pooling_mode_lasttoken")
+    st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    prompts = st_config["prompts"]
+    assert prompts["document"] == ""
+    assert prompts["Retrieval-query"].startswith("Instruct: ")
+    assert prompts["TinySTS"] == "Instruct: Same?\nQuery: "
+    model = SentenceTransformer(str(folder))
+    assert model.tokenizer("ocean")["input_ids"][-1] == model.tokenizer.eos_token_id
+    base = build_embedder(str(tiny_model_dirs["gemma3"]), 96, build_prompts())
+    texts = ["search river", "ocean mountain city"]
+    trained_emb = model.encode(texts, convert_to_tensor=True)
+    assert (trained_emb - base.encode(texts, convert_to_tensor=True)).abs().max() > 1e-2
+
+
+def test_training_record_has_the_agreed_fields(trained):
+    record = json.loads((trained["model"] / "training_record.json").read_text())
+    assert RECORD_FIELDS <= set(record)
+    assert record["steps"] == 18 and record["final_loss"] < 1.0
+    assert record["dataset_revision"].startswith("sha256:")
+    assert record["hyperparameters"]["temperature"] == pytest.approx(0.02)
+    assert record["hyperparameters"]["lora_r"] == 16
+    assert record["precision"] == "fp32" and record["deepspeed"] is None
+    assert record["train_rows"] == {"with_negative": 48, "without_negative": 48}
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dirs, write_config, tmp_path):
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, epochs=1.0)
+    first = write_config("first.toml", training={**section, "max_steps": 2})
+    assert run_training(first) == 0
+    checkpoints = tmp_path / "build" / "checkpoints"
+    assert (checkpoints / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    second = write_config("second.toml", training={**section, "max_steps": 4})
+    assert run_training(second) == 0
+    record = json.loads((tmp_path / "build" / "model" / "training_record.json").read_text())
+    assert record["resumed_from"].endswith("checkpoint-2")
+    assert record["steps"] == 4
+
+
+# Bad input: each fails before training starts, with one clear line, and loses nothing.
+
+
+@pytest.fixture
+def previous_release(tmp_path) -> Path:
+    model_dir = tmp_path / "build" / "model"
+    model_dir.mkdir(parents=True)
+    (model_dir / "training_record.json").write_text('{"previous": true}')
+    return model_dir
+
+
+def _assert_failed_cleanly(code: int, capsys, message: str, previous_release: Path) -> None:
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1], err[-1]
+    assert (previous_release / "training_record.json").read_text() == '{"previous": true}'
+    assert not (previous_release.parent / "checkpoints").exists()
+
+
+def test_base_model_without_eos_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+):
+    from transformers import AutoModel, AutoTokenizer
+
+    no_eos = tmp_path / "no-eos"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["qwen2"])
+    tokenizer.eos_token = None
+    tokenizer.pad_token = None
+    tokenizer.save_pretrained(no_eos)
+    AutoModel.from_pretrained(tiny_model_dirs["qwen2"]).save_pretrained(no_eos)
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    config = write_config(training=training_section(no_eos, dataset))
+    _assert_failed_cleanly(run_training(config), capsys, "has no EOS token", previous_release)
+
+
+def test_dataset_missing_columns_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+):
+    dataset = write_learnable_dataset(tmp_path / "dataset", drop=("negative", "task_definition"))
+    config = write_config(training=training_section(tiny_model_dirs["gemma3"], dataset))
+    _assert_failed_cleanly(
+        run_training(config),
+        capsys,
+        "missing column(s) task_definition, negative",
+        previous_release,
+    )
+
+
+def test_batch_not_divisible_by_mini_batch_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+):
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["gemma3"], dataset, batch_size=10)
+    config = write_config(training=section)
+    _assert_failed_cleanly(run_training(config), capsys, "must divide", previous_release)
+
+
+def test_bf16_on_a_cpu_without_it_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release, monkeypatch
+):
+    import training.precision
+
+    monkeypatch.setattr(training.precision, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["gemma3"], dataset, precision="bf16")
+    config = write_config(training=section)
+    _assert_failed_cleanly(run_training(config), capsys, "does not support bf16", previous_release)

@@ -1,0 +1,1 @@
+"""Fine-tune a decoder LLM into an instruction-following sentence-transformers embedder."""

@@ -1,0 +1,100 @@
+"""DeepSpeed and launcher plumbing.
+
+A multi-process run is started by re-executing this stage under ``torchrun`` or
+``accelerate launch``; a single process with DeepSpeed gets the launcher environment
+(RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) set here, so tests exercise the same path on
+one CPU process with the gloo backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kit.cli import StageError
+
+LAUNCHED_MARKER = "SYNTHEMBED_LAUNCHED"
+
+
+def is_launched() -> bool:
+    return os.environ.get(LAUNCHED_MARKER) == "1" or "LOCAL_RANK" in os.environ
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def set_single_process_env() -> None:
+    """What a launcher would set for one process, so DeepSpeed can initialize."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def launch_command(launcher: str, num_processes: int, config_path: str) -> list[str]:
+    """The command that re-runs this stage on ``num_processes`` workers."""
+    stage = ["-m", "training", "--config", config_path]
+    if launcher == "torchrun":
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={num_processes}",
+            *stage,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+        *stage,
+    ]
+
+
+def relaunch(launcher: str, num_processes: int, config_path: str) -> None:
+    """Run the stage under the launcher and wait; a failed worker fails the stage."""
+    env = {**os.environ, LAUNCHED_MARKER: "1"}
+    result = subprocess.run(
+        launch_command(launcher, num_processes, config_path), env=env, check=False
+    )
+    if result.returncode:
+        raise StageError(f"{launcher} run failed with exit code {result.returncode}")
+
+
+def deepspeed_config(path: str, lora_param_numel: int) -> dict[str, Any]:
+    """Load a ZeRO config; under ZeRO-3 keep the (small) LoRA tensors whole on every rank.
+
+    A partitioned LoRA tensor has no data outside its module's forward pass: the GradCache
+    replay deposits its gradient after all mini-batches, and ZeRO-3 checkpoints and exports
+    could read empty tensors (tevatron #118). Persisting tensors up to the largest LoRA
+    tensor costs a few MB and keeps the frozen base weights partitioned.
+    """
+    config = json.loads(Path(path).read_text(encoding="utf-8"))
+    zero = config.setdefault("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    if stage not in (0, 1, 2, 3):
+        raise StageError(f"{path}: zero_optimization.stage must be 0..3, got {stage!r}")
+    if stage == 3:
+        threshold = zero.get("stage3_param_persistence_threshold")
+        if not isinstance(threshold, int) or threshold < lora_param_numel:
+            zero["stage3_param_persistence_threshold"] = lora_param_numel
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return config

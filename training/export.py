@@ -1,0 +1,61 @@
+"""Write the release folder: merged weights, EOS-appending tokenizer, prompts, record.
+
+The merged model is rebuilt from the base weights on disk plus the trained adapter state,
+not taken from the live training object: under ZeRO-3 the live base weights are partition
+shards, and reading them is how other projects saved empty or base-equal models.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from training.model import add_lora, build_embedder, merge_lora
+
+
+def kit_version() -> str:
+    try:
+        return metadata.version("synthembed")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
+def merged_embedder(
+    base_path: str,
+    max_length: int,
+    prompts: dict[str, str],
+    lora: dict[str, Any],
+    adapter_state: dict[str, Any],
+) -> Any:
+    """A fresh embedder on the base weights with the trained adapter folded in."""
+    from peft import set_peft_model_state_dict
+
+    model = build_embedder(base_path, max_length, prompts)
+    add_lora(model, lora["r"], lora["alpha"], lora["dropout"])
+    result = set_peft_model_state_dict(model[0].model, adapter_state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise RuntimeError(f"adapter state does not fit the base model: {unexpected[:3]}")
+    merge_lora(model)
+    return model
+
+
+def save_release(model: Any, out_dir: Path, record: dict[str, Any]) -> None:
+    """Save safetensors, tokenizer and prompts; the record is written last, as the done-marker."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "training_record.json").unlink(missing_ok=True)
+    model.save(str(out_dir), safe_serialization=True, create_model_card=False)
+    record = {**record, "kit_version": kit_version(), "finished_at": _now()}
+    (out_dir / "training_record.json").write_text(
+        json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

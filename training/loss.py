@@ -1,0 +1,160 @@
+"""GradCache InfoNCE that also works under DeepSpeed ZeRO, with length-bucketed mini-batches.
+
+Stock ``CachedMultipleNegativesRankingLoss`` replays each mini-batch in a backward hook and
+calls ``backward()`` once per mini-batch, so every trainable parameter's gradient is
+accumulated many times within one DeepSpeed micro-step. ZeRO reduces a gradient when it is
+accumulated and asserts on the second time ("Gradient computed twice for this partition";
+sentence-transformers #3173, tevatron #206). Here the replay collects each mini-batch's
+parameter gradients with ``torch.autograd.grad`` (which accumulates nothing and fires no
+hook) into a buffer the size of the trainable parameters (LoRA: a few MB), and deposits the
+sum once at the end, so ZeRO sees exactly one accumulation per parameter per step, just like
+an ordinary ``loss.backward()``. Without DeepSpeed the same path gives the same gradients.
+
+Length bucketing: each column of a big batch is sorted by token count before it is cut into
+mini-batches, so every mini-batch is trimmed to its own longest row instead of carrying the
+padding of the batch's longest row; the embeddings are put back in the original order
+before the loss, so the loss and its gradients are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import torch
+from sentence_transformers.base.losses.gradcache import _minibatch_ranges
+from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+from torch import Tensor
+
+
+def _sort_by_length(feature: dict[str, Any]) -> tuple[dict[str, Any], Tensor]:
+    """Reorder one column's rows longest first; return the features and the inverse order."""
+    lengths = feature["attention_mask"].sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    batch = len(order)
+    sorted_feature = {
+        key: value[order]
+        if isinstance(value, Tensor) and value.ndim and len(value) == batch
+        else value
+        for key, value in feature.items()
+    }
+    return sorted_feature, torch.argsort(order)
+
+
+class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
+    """InfoNCE over in-batch and hard negatives with GradCache, ZeRO-safe, optionally bucketed."""
+
+    def __init__(self, model: Any, *, length_bucketing: bool = True, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.length_bucketing = length_bucketing
+        self._inverse_orders: list[Tensor] = []
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        features = list(sentence_features)
+        if len(features) < 2:
+            raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
+        if self.length_bucketing:
+            pairs = [_sort_by_length(feature) for feature in features]
+            features = [feature for feature, _ in pairs]
+            self._inverse_orders = [inverse for _, inverse in pairs]
+        return self.forward_cached(features, labels)
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
+        """Undo the length sort and compute the stock chunked loss.
+
+        The stock loss back-propagates chunk by chunk, so it gets leaf tensors in the original
+        order; their gradients are then sent back through the reordering in one pass.
+        """
+        if not self.length_bucketing:
+            return super().calculate_loss(reps, labels, with_backward=with_backward)
+        restored = [
+            torch.cat(column)[inverse.to(column[0].device)]
+            for column, inverse in zip(reps, self._inverse_orders, strict=True)
+        ]
+        if not with_backward:
+            return super().calculate_loss([[r] for r in restored], labels)
+        leaves = [r.detach().requires_grad_() for r in restored]
+        loss = super().calculate_loss([[leaf] for leaf in leaves], labels, with_backward=True)
+        torch.autograd.backward(restored, [leaf.grad for leaf in leaves])
+        return loss
+
+    def forward_cached(
+        self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
+    ) -> Tensor:
+        """The three GradCache steps, with a replay that accumulates each gradient once."""
+        sentence_features = list(sentence_features)
+        grad_enabled = torch.is_grad_enabled()
+        ranges = [
+            _minibatch_ranges(feature, self.mini_batch_size, self.mini_batch_num_tokens)
+            for feature in sentence_features
+        ]
+        reps, random_states = [], []
+        for feature, column_ranges in zip(sentence_features, ranges, strict=True):
+            column_reps, column_states = [], []
+            for reps_mb, state in self.embed_minibatch_iter(
+                sentence_feature=feature,
+                with_grad=False,
+                copy_random_state=grad_enabled,
+                ranges=column_ranges,
+            ):
+                column_reps.append(reps_mb.detach().requires_grad_())
+                column_states.append(state)
+            reps.append(column_reps)
+            random_states.append(column_states)
+        if not grad_enabled:
+            return self.calculate_loss(reps, labels)
+        loss = self.calculate_loss(reps, labels, with_backward=True).detach().requires_grad_()
+        cache = [[rep.grad for rep in column] for column in reps]
+        if any(grad is None for column in cache for grad in column):
+            raise ValueError("the loss did not use every input column; remove unused columns")
+        loss.register_hook(
+            partial(
+                self._replay,
+                sentence_features=sentence_features,
+                cache=cache,
+                random_states=random_states,
+                ranges=ranges,
+            )
+        )
+        return loss
+
+    def _replay(
+        self,
+        grad_output: Tensor,
+        sentence_features: list[dict[str, Tensor]],
+        cache: list[list[Tensor]],
+        random_states: list[list[Any]],
+        ranges: list[list[tuple[int, int]]],
+    ) -> None:
+        """Backward hook: re-embed each mini-batch with gradients, deposit the sum once."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        summed: list[Tensor | None] = [None] * len(params)
+        with torch.enable_grad():
+            for feature, column_cache, column_states, column_ranges in zip(
+                sentence_features, cache, random_states, ranges, strict=True
+            ):
+                iterator = self.embed_minibatch_iter(
+                    sentence_feature=feature,
+                    with_grad=True,
+                    copy_random_state=False,
+                    random_states=column_states,
+                    ranges=column_ranges,
+                )
+                for grad_mb in column_cache:
+                    reps_mb, _ = next(iterator)
+                    surrogate = (
+                        torch.dot(reps_mb.flatten().float(), grad_mb.flatten().float())
+                        * grad_output.float()
+                    )
+                    grads = torch.autograd.grad(surrogate, params, allow_unused=True)
+                    for i, grad in enumerate(grads):
+                        if grad is not None:
+                            summed[i] = grad if summed[i] is None else summed[i] + grad
+            used = [
+                (p, g.to(p.dtype)) for p, g in zip(params, summed, strict=True) if g is not None
+            ]
+            if used:
+                torch.autograd.backward([p for p, _ in used], [g for _, g in used])

@@ -1,0 +1,214 @@
+"""The training stage: check every input, fine-tune with GradCache InfoNCE, export.
+
+All checks that can fail on user input (precision, data columns, EOS, batch shape,
+DeepSpeed config) run before the first training step and before any launcher starts
+workers, so a bad config costs seconds, not a failed multi-GPU job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kit.bundled import resolve_model
+from kit.cli import StageError
+from kit.config import Config, TrainingSection
+from kit.paths import layout
+from training import distributed
+from training.data import load_training_data
+from training.evaluation import retrieval_accuracy
+from training.export import merged_embedder, save_release
+from training.loss import BucketedCachedInfoNCELoss
+from training.model import add_lora, build_embedder, check_base_tokenizer, lora_state_dict
+from training.precision import resolve_precision
+from training.prompts import build_prompts
+from training.trainer import EmbedderTrainer
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh", action="store_true", help="ignore checkpoints and start from step 0"
+    )
+
+
+def _check_batch_shape(cfg: TrainingSection, processes: int) -> int:
+    """The per-process batch, which the mini-batch must divide (each rank does GradCache)."""
+    if cfg.batch_size % processes:
+        raise StageError(
+            f"training.batch_size={cfg.batch_size} is not divisible by "
+            f"training.num_processes={processes}"
+        )
+    per_device = cfg.batch_size // processes
+    if per_device % cfg.mini_batch_size:
+        raise StageError(
+            f"training.mini_batch_size={cfg.mini_batch_size} must divide the per-process batch "
+            f"{per_device} (batch_size {cfg.batch_size} / {processes} processes)"
+        )
+    return per_device
+
+
+def _lora_settings(cfg: TrainingSection) -> dict[str, Any]:
+    return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout}
+
+
+def _largest_lora_tensor(model: Any) -> int:
+    return max(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+
+
+def main(config: Config, args: argparse.Namespace) -> None:
+    cfg = config.training
+    paths = layout(str(config.path))
+    precision = resolve_precision(cfg.precision)
+    if cfg.num_processes > 1 and not cfg.deepspeed:
+        raise StageError(
+            "training.num_processes > 1 runs through DeepSpeed: set training.deepspeed to "
+            "configs/deepspeed/zero2.json or zero3.json"
+        )
+    per_device_batch = _check_batch_shape(cfg, cfg.num_processes)
+    source = cfg.dataset or paths["dataset_dir"]
+    data = load_training_data(source, cfg.extra_datasets)
+    base_path = resolve_model(cfg.base_model)
+    prompts = build_prompts(config.evaluation.local_tasks)
+    check_base_tokenizer(base_path)
+
+    if cfg.num_processes > 1 and not distributed.is_launched():
+        if cfg.launcher == "none":
+            raise StageError(
+                "training.num_processes > 1 needs launcher = 'torchrun' or 'accelerate'"
+            )
+        log.info("relaunching under %s on %d processes", cfg.launcher, cfg.num_processes)
+        distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
+        return
+    train(config, args, data, base_path, prompts, precision, per_device_batch, paths)
+
+
+def train(
+    config: Config,
+    args: argparse.Namespace,
+    data: Any,
+    base_path: str,
+    prompts: dict[str, str],
+    precision: str,
+    per_device_batch: int,
+    paths: dict[str, str],
+) -> None:
+    """Fine-tune the base model as an embedder and write the release folder."""
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.training_args import (
+        SentenceTransformerTrainingArguments,
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    cfg = config.training
+    model = build_embedder(base_path, cfg.max_length, prompts)
+    add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    ds_config = None
+    if cfg.deepspeed:
+        distributed.set_single_process_env()
+        ds_config = distributed.deepspeed_config(cfg.deepspeed, _largest_lora_tensor(model))
+    checkpoint_dir = Path(paths["checkpoint_dir"])
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=per_device_batch,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type="linear",
+        weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # The GradCache replay takes gradients with torch.autograd.grad, which reentrant
+        # checkpointing does not support.
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        deepspeed=ds_config,
+        report_to=[],
+        disable_tqdm=False,
+        use_cpu=not _cuda(),
+        ddp_backend="gloo" if ds_config is not None and not _cuda() else None,
+    )
+    loss = BucketedCachedInfoNCELoss(
+        model,
+        scale=cfg.scale,
+        mini_batch_size=cfg.mini_batch_size,
+        length_bucketing=cfg.length_bucketing,
+        gather_across_devices=distributed.world_size() > 1,
+    )
+    trainer = EmbedderTrainer(model=model, args=training_args, train_dataset=data.train, loss=loss)
+    accuracy_before = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
+    resume = (
+        None if args.fresh or not checkpoint_dir.is_dir() else get_last_checkpoint(checkpoint_dir)
+    )
+    if resume:
+        log.info("resuming from %s", resume)
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=resume)
+    runtime = time.monotonic() - started
+    adapter_state = lora_state_dict(model)
+    if not distributed.is_main_process():
+        return
+    accuracy_after = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
+    if ds_config is not None:
+        # Training is over: a model loaded while the ZeRO-3 config is registered would be
+        # partitioned on load, and the release would be built from empty shards.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    release = merged_embedder(
+        base_path, cfg.max_length, prompts, _lora_settings(cfg), adapter_state
+    )
+    record = {
+        "base_model": cfg.base_model,
+        "dataset": data.source,
+        "dataset_revision": data.revision,
+        "hyperparameters": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("base_model", "dataset")},
+            "loss": "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
+            "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
+        },
+        "seed": cfg.seed,
+        "steps": output.global_step,
+        "train_runtime_s": round(runtime, 2),
+        "final_loss": _final_loss(trainer),
+        "max_length": cfg.max_length,
+        "precision": precision,
+        "deepspeed": _deepspeed_summary(cfg.deepspeed, ds_config),
+        "resumed_from": resume,
+        "train_rows": {k: len(v) for k, v in data.train.items()},
+        "validation_accuracy_before": accuracy_before,
+        "validation_accuracy_after": accuracy_after,
+    }
+    save_release(release, Path(paths["model_dir"]), record)
+    log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], output.global_step, runtime)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _final_loss(trainer: Any) -> float | None:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return float(losses[-1]) if losses else None
+
+
+def _deepspeed_summary(path: str, ds_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not ds_config:
+        return None
+    return {"config": path, "zero_stage": ds_config.get("zero_optimization", {}).get("stage")}

@@ -1,0 +1,20 @@
+"""The stock trainer, resuming a LoRA run from its own checkpoints."""
+
+from __future__ import annotations
+
+from sentence_transformers import SentenceTransformerTrainer
+
+
+class EmbedderTrainer(SentenceTransformerTrainer):
+    """Checkpoints hold only the adapter (PEFT saves that); resume loads it back in place.
+
+    The stock resume rebuilds a whole model from the checkpoint folder, which for an
+    adapter-only folder means a second base model load and mismatched parameter names.
+    DeepSpeed runs resume through DeepSpeed's own checkpoint instead and never get here.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: object = None) -> None:
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        state = load_peft_weights(resume_from_checkpoint, device="cpu")
+        set_peft_model_state_dict(self.model[0].model, state)
