@@ -28,6 +28,17 @@ def offline_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def single_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and 2 shared cores lose a lot to contention."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random-weight decoders (gemma3, qwen2, mistral) with tokenizers trained here."""
