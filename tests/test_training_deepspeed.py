@@ -8,6 +8,7 @@ release exactly the adapter it trained.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,20 @@ from tests.training_fixtures import write_learnable_dataset
 from tests.training_helpers import run_training, training_section
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _forget_deepspeed_process_state(environ: dict[str, str]) -> None:
+    """DeepSpeed leaves process-wide state behind (singletons and ACCELERATE_* variables set
+    by TrainingArguments); later in-process runs must not see it."""
+    from accelerate.state import AcceleratorState
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    unset_hf_deepspeed_config()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.mark.slow
@@ -49,11 +64,11 @@ def test_zero3_gradcache_lora_checkpointing_releases_the_trained_weights(
         batch_size=8,
         mini_batch_size=4,
     )
+    environ = dict(os.environ)
     try:
         assert run_training(write_config(training=section)) == 0
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        _forget_deepspeed_process_state(environ)
 
     release = tmp_path / "build" / "model"
     record = json.loads((release / "training_record.json").read_text())
