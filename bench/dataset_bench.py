@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -115,8 +116,14 @@ def render(results: list[dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(config_path: str, sizes: tuple[int, ...] = DEFAULT_SIZES) -> str:
-    """The Markdown section; ``config_path`` is unused (the benchmark synthesizes its own run)."""
+def run(config_path: str, sizes: tuple[int, ...] | None = None) -> str:
+    """The Markdown section; ``config_path`` is unused (the benchmark synthesizes its own run).
+
+    ``SYNTHEMBED_BENCH_FULL=1`` adds the 500k case to show memory staying flat as it grows.
+    """
+    if sizes is None:
+        full = os.environ.get("SYNTHEMBED_BENCH_FULL") == "1"
+        sizes = (*DEFAULT_SIZES, 500_000) if full else DEFAULT_SIZES
     results = []
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="dataset-bench-") as tmp:
