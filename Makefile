@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml
 
 $(VENV): $(STAMP)
 
-$(RUN_DIR)/run.json: $(STAMP) $(CONFIG) $(wildcard seeds/*.py seeds/templates/*.json)
+# seeds rewrites run.json even when interrupted, so a stamp marks a run that finished.
+$(RUN_DIR)/.generated: $(STAMP) $(CONFIG) $(wildcard seeds/*.py seeds/templates/*.json)
 	$(PY) -m seeds --config $(CONFIG)
+	touch $@
 
-$(DATASET_DIR)/README.md: $(RUN_DIR)/run.json $(wildcard dataset_builder/*.py)
+$(DATASET_DIR)/README.md: $(RUN_DIR)/.generated $(wildcard dataset_builder/*.py)
 	$(PY) -m dataset_builder --config $(CONFIG)
 
 $(MODEL_DIR)/training_record.json: $(DATASET_DIR)/README.md $(wildcard training/*.py)
@@ -42,7 +44,7 @@ $(MODEL_DIR)/README.md: $(MODEL_DIR)/training_record.json $(CONFIG) $(wildcard m
 $(SPACE_DIR)/app.py: $(MODEL_DIR)/README.md $(wildcard space/*.py)
 	$(PY) -m space --config $(CONFIG)
 
-generate: $(RUN_DIR)/run.json
+generate: $(RUN_DIR)/.generated
 dataset: $(DATASET_DIR)/README.md
 train: $(MODEL_DIR)/training_record.json
 evaluate: $(MODEL_DIR)/README.md
