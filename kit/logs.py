@@ -1,13 +1,8 @@
-"""Logging that never prints secrets."""
+"""Keep secrets out of anything the kit prints."""
 
 from __future__ import annotations
 
-import logging
 import os
-
-
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
 
 
 def redact(text: str, *env_names: str) -> str:
