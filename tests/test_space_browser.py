@@ -36,6 +36,7 @@ SCRIPT_DOCUMENT = (
     '<img src=x onerror="window.pwned = 2">'
 )
 WAIT_S = 60
+NO_INSTRUCTION_LABEL = "No instruction (embed the query as is)"
 
 
 def _needs_browser() -> None:
@@ -99,7 +100,6 @@ def test_a_browser_searches_the_staged_space(
 ) -> None:
     _needs_browser()
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     config = write_config(space={"title": "Browser test", "sample_documents": 20})
     assert run_stage("space", stage_main, ["--config", str(config)]) == 0
@@ -115,8 +115,22 @@ def test_a_browser_searches_the_staged_space(
         assert instruction.get_attribute("value").startswith("query: ")
         instruction.click()
         _set_text(instruction, "No instruction")
-        instruction.send_keys(Keys.ENTER)
-        assert instruction.get_attribute("value") == "No instruction (embed the query as is)"
+        # The option list is filtered after the keystrokes land; click the option once it
+        # is drawn, then wait for the choice to settle (Enter raced the filter in CI).
+        option = f"#instruction li.item[aria-label='{NO_INSTRUCTION_LABEL}']"
+        _wait_for(
+            driver,
+            tmp_path,
+            "the no-instruction option",
+            lambda d: d.find_elements(By.CSS_SELECTOR, option),
+        )
+        driver.find_element(By.CSS_SELECTOR, option).click()
+        _wait_for(
+            driver,
+            tmp_path,
+            "the no-instruction choice",
+            lambda d: instruction.get_attribute("value") == NO_INSTRUCTION_LABEL,
+        )
 
         query = driver.find_element(By.CSS_SELECTOR, "#query-box textarea")
         query.send_keys(DATASET_DOCUMENTS[1])
