@@ -1,16 +1,20 @@
 """Training benchmark: GradCache memory vs batch size, and length-bucketed throughput.
 
 Peer: stock sentence-transformers ``CachedMultipleNegativesRankingLoss`` on the same model,
-data and mini-batch size, in the same process. A small random-weight decoder keeps the
-default run short on CPU; ``SYNTHEMBED_BENCH_FULL=1`` sweeps batch sizes up to 2048.
-Texts come from the dataset stage's ``default`` config when it exists (the seeds run's real
-length mix); otherwise from a synthetic mix shaped like it (short queries, long documents).
+data and mini-batch size, in the same process, the contenders taking turns round by round.
+The length mix is the one a seeds run asks its generator for (the short-long template's
+query lengths and document word counts, drawn the way the request plan draws them), since
+the bundled tiny generator writes far shorter texts than it is asked for. Throughput runs on
+a Gemma-style random-weight decoder wide enough that its time goes into per-token work, with
+a base tokenizer that pads on the left as Gemma's does; the memory sweep uses the tiny one.
+``SYNTHEMBED_BENCH_FULL=1`` sweeps batch sizes up to 2048.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import statistics
 import tempfile
 import threading
 import time
@@ -18,11 +22,19 @@ from pathlib import Path
 from typing import Any
 
 MINI_BATCH = 16
-MAX_LENGTH = 256
+MAX_LENGTH = 512
 DEFAULT_BATCHES = (32, 128, 512, 1024)
 FULL_BATCHES = (32, 64, 128, 256, 512, 1024, 2048)
 THROUGHPUT_BATCH = 128
-THROUGHPUT_STEPS = 2
+THROUGHPUT_ROUNDS = 3
+# A 1000-entry vocabulary gives about one token per word on the fixture's word list, so the
+# requested word counts are close to token counts (real tokenizers give a little more).
+VOCAB_SIZE = 1000
+MEMORY_MODEL = {"hidden_size": 32, "num_layers": 2}
+SPEED_MODEL = {"hidden_size": 128, "num_layers": 4}
+TASK = "Given a question about a place, retrieve passages that describe it"
+QUERY_WORDS = {"less than 5 words": (1, 4), "5 to 15 words": (5, 15), "at least 10 words": (10, 20)}
+DOC_SPREAD = 0.2
 
 
 class PeakRss:
@@ -58,134 +70,186 @@ class PeakRss:
         return (self.peak - self.start) / 2**20
 
 
-def _texts(config_path: str, rows: int) -> tuple[list[str], list[str], str]:
-    from kit.paths import layout
-
-    dataset_dir = Path(layout(config_path)["dataset_dir"])
-    if (dataset_dir / "README.md").is_file():
-        from datasets import load_dataset
-
-        train = load_dataset(str(dataset_dir), "default")["train"]
-        if len(train) >= 16:
-            queries = [
-                f"Instruct: {d}\nQuery: {q}"
-                for d, q in zip(train["task_definition"], train["query"], strict=True)
-            ]
-            docs = list(train["positive"])
-            reps = -(-rows // len(queries))
-            tagged = [
-                (f"{q} #{i}", f"{p} #{i}")
-                for i in range(reps)
-                for q, p in zip(queries, docs, strict=True)
-            ]
-            return [q for q, _ in tagged[:rows]], [p for _, p in tagged[:rows]], str(dataset_dir)
+def _texts(rows: int) -> tuple[list[str], list[str], str]:
+    """Query and positive texts with the lengths a seeds run requests for short-long rows."""
+    from seeds.templates import load_templates
     from tests.tiny_models import WORDS
 
+    placeholders = load_templates()["short_long"].placeholders
     rng = random.Random(0)
 
-    def text(median_words: int) -> str:
-        count = min(int(rng.lognormvariate(0, 0.7) * median_words) + 2, MAX_LENGTH)
+    def words(count: int) -> str:
         return " ".join(rng.choice(WORDS) for _ in range(count))
 
-    queries = [f"Instruct: retrieve passages\nQuery: {text(8)}" for _ in range(rows)]
-    docs = [text(70) for _ in range(rows)]
-    return (
-        queries,
-        docs,
-        "synthetic mix (lognormal lengths: queries median ~8 words, documents ~70)",
+    queries, docs = [], []
+    for _ in range(rows):
+        query_words = rng.randint(*QUERY_WORDS[rng.choice(placeholders["query_length"])])
+        doc_words = int(rng.choice(placeholders["num_words"]))
+        spread = rng.uniform(1 - DOC_SPREAD, 1 + DOC_SPREAD)
+        queries.append(f"Instruct: {TASK}\nQuery: {words(query_words)}")
+        docs.append(words(round(doc_words * spread)))
+    source = (
+        "the short-long template's requested lengths (query_length "
+        f"{', '.join(placeholders['query_length'])}; documents of "
+        f"{', '.join(placeholders['num_words'])} words, +/-{DOC_SPREAD:.0%}), "
+        "queries with their instruction"
     )
+    return queries, docs, source
 
 
-def _model(workdir: Path) -> Any:
+def _model(workdir: Path, size: dict[str, int]) -> Any:
     from tests.tiny_models import build_tiny_decoder
     from training.model import add_lora, build_embedder
 
-    base = build_tiny_decoder("qwen2", workdir / "decoder")
+    base = build_tiny_decoder("gemma3", workdir / "decoder", vocab_size=VOCAB_SIZE, **size)
     model = build_embedder(str(base), MAX_LENGTH, {"query": "", "document": ""})
     add_lora(model, 16, 32, 0.0)
     model[0].model.gradient_checkpointing_enable(
         gradient_checkpointing_kwargs={"use_reentrant": False}
     )
+    model.train()
     return model
 
 
-def _step(model: Any, loss: Any, queries: list[str], docs: list[str]) -> tuple[float, int]:
-    """One optimizer-free training step; returns seconds and real (non-pad) tokens."""
+class PositionCounter:
+    """Token positions the decoder runs (real and padding), counted at its embedding layer."""
+
+    def __init__(self, model: Any) -> None:
+        self.count = 0
+        self._layer = model[0].auto_model.get_input_embeddings()
+
+    def _add(self, _module: Any, args: tuple[Any, ...], _output: Any) -> None:
+        self.count += args[0].numel()
+
+    def __enter__(self) -> PositionCounter:
+        self._handle = self._layer.register_forward_hook(self._add)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+
+def _step(model: Any, loss: Any, queries: list[str], docs: list[str]) -> tuple[float, int, int]:
+    """One optimizer-free training step: seconds, real tokens, positions the decoder ran."""
     features = [model.preprocess(queries), model.preprocess(docs)]
     tokens = int(sum(f["attention_mask"].sum() for f in features))
-    started = time.perf_counter()
-    loss(features, None).backward()
+    with PositionCounter(model) as positions:
+        started = time.perf_counter()
+        loss(features, None).backward()
+        seconds = time.perf_counter() - started
     model.zero_grad(set_to_none=True)
-    return time.perf_counter() - started, tokens
+    return seconds, tokens, positions.count
 
 
-def run(config_path: str) -> str:
+def _memory_section(
+    workdir: Path, queries: list[str], docs: list[str], batches: tuple[int, ...]
+) -> list[str]:
     import torch
+
+    from training.loss import BucketedCachedInfoNCELoss
+
+    model = _model(workdir / "memory", MEMORY_MODEL)
+    loss = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    lines = [
+        "### Memory and step time vs batch size (ours, length bucketing on)",
+        "",
+        f"Model: random-weight Gemma3-style decoder (hidden {MEMORY_MODEL['hidden_size']}, "
+        f"{MEMORY_MODEL['num_layers']} layers) + LoRA r=16, activation checkpointing, fp32, "
+        f"max length {MAX_LENGTH}, mini-batch {MINI_BATCH}, torch threads "
+        f"{torch.get_num_threads()}.",
+        "",
+        "| batch | peak RSS growth (MB) | step time (s) |",
+        "|---:|---:|---:|",
+    ]
+    _step(model, loss, queries[:MINI_BATCH], docs[:MINI_BATCH])
+    for batch in batches:
+        with PeakRss() as rss:
+            seconds, _, _ = _step(model, loss, queries[:batch], docs[:batch])
+        lines.append(f"| {batch} | {rss.growth_mb:.1f} | {seconds:.2f} |")
+    lines += [
+        "",
+        "Memory stays flat because only one mini-batch of activations is alive at a time; "
+        "what grows is the embedding cache (batch x hidden) and the tokenized batch.",
+        "",
+    ]
+    return lines
+
+
+def _throughput_section(workdir: Path, queries: list[str], docs: list[str]) -> list[str]:
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
     )
 
     from training.loss import BucketedCachedInfoNCELoss
 
-    full = os.environ.get("SYNTHEMBED_BENCH_FULL") == "1"
-    batches = FULL_BATCHES if full else DEFAULT_BATCHES
-    queries, docs, source = _texts(config_path, max(max(batches), THROUGHPUT_BATCH))
-    with tempfile.TemporaryDirectory() as tmp:
-        model = _model(Path(tmp))
-        model.train()
-        ours = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
-        lines = [
-            "## Training (GradCache InfoNCE)",
-            "",
-            f"Model: random-weight Qwen2-style decoder (hidden 32, 2 layers) + LoRA r=16, "
-            f"activation checkpointing, fp32, max length {MAX_LENGTH}, mini-batch {MINI_BATCH}, "
-            f"torch threads {torch.get_num_threads()}. Texts: {source}.",
-            "",
-            "### Memory and step time vs batch size (ours, length bucketing on)",
-            "",
-            "| batch | peak RSS growth (MB) | step time (s) |",
-            "|---:|---:|---:|",
-        ]
-        _step(model, ours, queries[:MINI_BATCH], docs[:MINI_BATCH])
-        for batch in batches:
-            with PeakRss() as rss:
-                seconds, _ = _step(model, ours, queries[:batch], docs[:batch])
-            lines.append(f"| {batch} | {rss.growth_mb:.1f} | {seconds:.2f} |")
-        lines += [
-            "",
-            "Memory stays flat because only one mini-batch of activations is alive at a time; "
-            "what grows is the embedding cache (batch x hidden) and the tokenized batch.",
-            "",
-            f"### Throughput on the length mix (batch {THROUGHPUT_BATCH}, "
-            f"{THROUGHPUT_STEPS} steps each)",
-            "",
-            "| loss | tokens/s | vs stock |",
-            "|---|---:|---:|",
-        ]
-        contenders = {
-            "stock CachedMultipleNegativesRankingLoss": CachedMultipleNegativesRankingLoss(
-                model, scale=50.0, mini_batch_size=MINI_BATCH
-            ),
-            "ours, bucketing off": BucketedCachedInfoNCELoss(
+    model = _model(workdir / "speed", SPEED_MODEL)
+    stock_name = "stock CachedMultipleNegativesRankingLoss"
+    bucketed = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    contenders = {
+        stock_name: (
+            CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=MINI_BATCH),
+            "right",
+        ),
+        "ours, bucketing off": (
+            BucketedCachedInfoNCELoss(
                 model, scale=50.0, mini_batch_size=MINI_BATCH, length_bucketing=False
             ),
-            "ours, length bucketing": ours,
-        }
-        rates = {}
-        for name, loss in contenders.items():
-            seconds = tokens = 0
-            for step in range(THROUGHPUT_STEPS):
-                lo = step * THROUGHPUT_BATCH % len(queries)
-                s, t = _step(
-                    model,
-                    loss,
-                    queries[lo : lo + THROUGHPUT_BATCH],
-                    docs[lo : lo + THROUGHPUT_BATCH],
-                )
-                seconds, tokens = seconds + s, tokens + t
-            rates[name] = tokens / seconds
-        stock = rates["stock CachedMultipleNegativesRankingLoss"]
-        for name, rate in rates.items():
-            lines.append(f"| {name} | {rate:,.0f} | {rate / stock:.2f}x |")
-        lines.append("")
+            "right",
+        ),
+        "ours, length bucketing": (bucketed, "right"),
+        "ours, length bucketing, base tokenizer's left padding": (bucketed, "left"),
+    }
+    for loss, _ in contenders.values():
+        _step(model, loss, queries[:MINI_BATCH], docs[:MINI_BATCH])
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    overhead: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_index in range(THROUGHPUT_ROUNDS):
+        lo = round_index * THROUGHPUT_BATCH
+        for name, (loss, padding_side) in contenders.items():
+            model.tokenizer.padding_side = padding_side
+            seconds, tokens, positions = _step(
+                model, loss, queries[lo : lo + THROUGHPUT_BATCH], docs[lo : lo + THROUGHPUT_BATCH]
+            )
+            rates[name].append(tokens / seconds)
+            overhead[name].append(positions / (2 * tokens))
+    model.tokenizer.padding_side = "right"
+    lines = [
+        f"### Throughput on the length mix (batch {THROUGHPUT_BATCH}, {THROUGHPUT_ROUNDS} "
+        "rounds, contenders take turns within each round)",
+        "",
+        f"Model: random-weight Gemma3-style decoder (hidden {SPEED_MODEL['hidden_size']}, "
+        f"{SPEED_MODEL['num_layers']} layers) + LoRA r=16, activation checkpointing, fp32, "
+        f"max length {MAX_LENGTH}, mini-batch {MINI_BATCH}; its base tokenizer pads on the "
+        "left and the embedder pads on the right. 'Positions run per real token' counts every "
+        "position the decoder computes (cached pass and replay, padding included) over twice "
+        "the real tokens: 1.00 means no padding at all. The last row keeps "
+        "Gemma's left padding: GradCache trims only trailing padding, so every mini-batch "
+        "keeps the whole batch's width and sorting saves nothing; this is why the embedder "
+        "pads on the right.",
+        "",
+        "| loss | tokens/s (median) | vs stock (median of rounds) | rounds vs stock | "
+        "positions run per real token |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for name in contenders:
+        ratios = [ours / stock for ours, stock in zip(rates[name], rates[stock_name], strict=True)]
+        lines.append(
+            f"| {name} | {statistics.median(rates[name]):,.0f} | "
+            f"{statistics.median(ratios):.2f}x | {', '.join(f'{r:.2f}' for r in ratios)} | "
+            f"{statistics.mean(overhead[name]):.2f} |"
+        )
+    lines.append("")
+    return lines
+
+
+def run(config_path: str) -> str:
+    """``config_path`` is unused: the bench builds its own models and length mix."""
+    full = os.environ.get("SYNTHEMBED_BENCH_FULL") == "1"
+    batches = FULL_BATCHES if full else DEFAULT_BATCHES
+    rows = max(max(batches), THROUGHPUT_BATCH * THROUGHPUT_ROUNDS)
+    queries, docs, source = _texts(rows)
+    lines = ["## Training (GradCache InfoNCE)", "", f"Texts: {source}.", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        lines += _memory_section(Path(tmp), queries, docs, batches)
+        lines += _throughput_section(Path(tmp), queries, docs)
     return "\n".join(lines)

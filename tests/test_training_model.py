@@ -185,6 +185,44 @@ def test_bucketing_sorts_mini_batches_by_length(tiny_model_dirs):
     torch.testing.assert_close(sorted_feature["input_ids"][inverse], feature["input_ids"])
 
 
+def _positions_per_step(lengths: list[int], mini_batch: int, bucketed: bool) -> int:
+    """Token positions a GradCache step runs for one column: each mini-batch is trimmed to its
+    longest row, and runs twice (the cached pass and the replay)."""
+    order = sorted(lengths, reverse=True) if bucketed else lengths
+    chunks = [order[i : i + mini_batch] for i in range(0, len(order), mini_batch)]
+    return 2 * sum(len(chunk) * max(chunk) for chunk in chunks)
+
+
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_bucketing_cuts_the_padded_positions_the_decoder_runs(tiny_model_dirs, bucketing):
+    """The Gemma fixture pads on the left like the real Gemma. The embedder must pad on the
+    right, or GradCache cannot trim a mini-batch and bucketing saves nothing."""
+    from transformers import AutoTokenizer
+
+    base = tiny_model_dirs["gemma3"]
+    assert AutoTokenizer.from_pretrained(base).padding_side == "left"
+    model = build_embedder(str(base), 64, build_prompts())
+    assert model.tokenizer.padding_side == "right"
+    short, long = "ocean", " ".join(["the river passage of the mountain city"] * 3)
+    anchors = [f"{short} {i}" if i % 2 else f"{long} {i}" for i in range(8)]
+    documents = [f"{long} doc {i}" if i % 2 else f"{short} doc {i}" for i in range(8)]
+    columns = [model.preprocess(anchors), model.preprocess(documents)]
+    lengths = [column["attention_mask"].sum(dim=1).tolist() for column in columns]
+    positions: list[int] = []
+    embeddings = model[0].auto_model.get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda _m, args, _o: positions.append(args[0].numel()))
+    loss = BucketedCachedInfoNCELoss(
+        model, scale=50.0, mini_batch_size=2, length_bucketing=bucketing
+    )
+    loss(columns, None).backward()
+    hook.remove()
+    want = sum(_positions_per_step(column, 2, bucketing) for column in lengths)
+    assert sum(positions) == want
+    unbucketed = sum(_positions_per_step(column, 2, False) for column in lengths)
+    if bucketing:
+        assert want < 0.75 * unbucketed
+
+
 def test_zero3_config_keeps_lora_tensors_whole(tmp_path):
     import json
 

@@ -2,7 +2,8 @@
 
 Each family copies the special-token habits of its real counterpart, because those habits
 are what breaks last-token pooling: Gemma and Mistral prepend BOS and append no EOS, Qwen2
-adds neither and pads with its EOS token, Mistral has no pad token at all.
+adds neither and pads with its EOS token, Mistral has no pad token at all, and Gemma pads on
+the left.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ class Family:
     pad: str | None
     unk: str | None
     add_bos: bool
+    padding_side: str = "right"
 
 
 FAMILIES: dict[str, Family] = {
-    "gemma3": Family(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True),
+    "gemma3": Family(
+        bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>", add_bos=True, padding_side="left"
+    ),
     "qwen2": Family(bos=None, eos="<|endoftext|>", pad="<|endoftext|>", unk=None, add_bos=False),
     "mistral": Family(bos="<s>", eos="</s>", pad=None, unk="<unk>", add_bos=True),
 }
@@ -76,19 +80,20 @@ def train_tokenizer(family: Family, vocab_size: int = 400):
         unk_token=family.unk,
         add_bos_token=family.add_bos,
         add_eos_token=False,
+        padding_side=family.padding_side,
         model_max_length=512,
     )
 
 
-def _model_config(family_name: str, vocab_size: int, tokenizer):
+def _model_config(family_name: str, vocab_size: int, tokenizer, hidden_size: int, num_layers: int):
     from transformers import Gemma3TextConfig, MistralConfig, Qwen2Config
 
     common = dict(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 16,
         num_key_value_heads=1,
         max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id,
@@ -103,14 +108,25 @@ def _model_config(family_name: str, vocab_size: int, tokenizer):
     return MistralConfig(head_dim=16, sliding_window=None, **common)
 
 
-def build_tiny_decoder(family_name: str, out_dir: Path, seed: int = 0) -> Path:
-    """Save a tiny causal LM of ``family_name`` with its tokenizer into ``out_dir``."""
+def build_tiny_decoder(
+    family_name: str,
+    out_dir: Path,
+    seed: int = 0,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    vocab_size: int = 400,
+) -> Path:
+    """Save a small causal LM of ``family_name`` with its tokenizer into ``out_dir``.
+
+    The defaults keep tests fast; the training benchmark asks for a wider model so that its
+    time goes into per-token work, as it does in a real-size model, not per-call overhead.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     family = FAMILIES[family_name]
-    tokenizer = train_tokenizer(family)
-    config = _model_config(family_name, len(tokenizer), tokenizer)
+    tokenizer = train_tokenizer(family, vocab_size)
+    config = _model_config(family_name, len(tokenizer), tokenizer, hidden_size, num_layers)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(out_dir)

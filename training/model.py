@@ -57,6 +57,11 @@ def build_embedder(model_path: str, max_length: int, prompts: dict[str, str]) ->
     tokenizer = transformer.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # GradCache trims each mini-batch to its longest row only at the right end (leading
+    # padding is kept), so a left-padding base (Gemma) would carry the whole batch's padding
+    # through every mini-batch and length bucketing would save nothing. RoPE decoders give
+    # the same last-token state either way; lasttoken pooling reads the mask on both sides.
+    tokenizer.padding_side = "right"
     check_eos_appended(tokenizer, model_path)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], prompts=prompts)
