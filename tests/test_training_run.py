@@ -27,6 +27,7 @@ RECORD_FIELDS = {
     "max_length",
     "precision",
     "deepspeed",
+    "world_size",
 }
 
 

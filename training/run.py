@@ -27,6 +27,7 @@ from training.loss import BucketedCachedInfoNCELoss
 from training.model import add_lora, build_embedder, check_base_tokenizer, lora_state_dict
 from training.precision import resolve_precision
 from training.prompts import build_prompts
+from training.sampler import StepAlignedProportionalBatchSampler
 from training.trainer import EmbedderTrainer
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ def train(
         # checkpointing does not support.
         gradient_checkpointing_kwargs={"use_reentrant": False},
         batch_sampler=BatchSamplers.NO_DUPLICATES,
+        multi_dataset_batch_sampler=StepAlignedProportionalBatchSampler,
+        # Ranks gather each other's embeddings, which needs the same batch size everywhere.
+        dataloader_drop_last=distributed.world_size() > 1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,
@@ -188,6 +192,7 @@ def train(
         "max_length": cfg.max_length,
         "precision": precision,
         "deepspeed": _deepspeed_summary(cfg.deepspeed, ds_config),
+        "world_size": distributed.world_size(),
         "resumed_from": resume,
         "train_rows": {k: len(v) for k, v in data.train.items()},
         "validation_accuracy_before": accuracy_before,
