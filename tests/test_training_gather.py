@@ -24,8 +24,8 @@ WORLD = 2
 def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
     import os
 
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank)})
-    os.environ["WORLD_SIZE"] = str(WORLD)
+    launcher_env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    os.environ.update({**launcher_env, "RANK": str(rank), "WORLD_SIZE": str(WORLD)})
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:

@@ -10,7 +10,7 @@ dataset is drawn once per step and every rank gets a batch from it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import accumulate
+from itertools import accumulate, islice
 
 from sentence_transformers.base.sampler import ProportionalBatchSampler
 from torch.utils.data import SubsetRandomSampler
@@ -33,7 +33,7 @@ class StepAlignedProportionalBatchSampler(ProportionalBatchSampler):
         draws = [index for index, count in enumerate(steps) for _ in range(count)]
         iterators = [iter(sampler) for sampler in self.batch_samplers]
         for index in SubsetRandomSampler(draws, generator=self.generator):
-            group = [batch for _, batch in zip(range(world), iterators[index], strict=False)]
+            group = list(islice(iterators[index], world))
             if len(group) < world:
                 continue
             for batch in group:
