@@ -56,7 +56,8 @@ def main() -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        command = f"make bench (python -m bench --config {args.config} --only {name})"
+        full = "SYNTHEMBED_BENCH_FULL=1 " if os.environ.get("SYNTHEMBED_BENCH_FULL") == "1" else ""
+        command = f"{full}make bench (python -m bench --config {args.config} --only {name})"
         sections[name] = (
             f"_Command: `{command}` · date: {started:%Y-%m-%d %H:%M} UTC · "
             f"machine: {machine()}_\n\n{body.strip()}\n\n"

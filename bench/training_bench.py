@@ -35,6 +35,11 @@ SPEED_MODEL = {"hidden_size": 128, "num_layers": 4}
 TASK = "Given a question about a place, retrieve passages that describe it"
 QUERY_WORDS = {"less than 5 words": (1, 4), "5 to 15 words": (5, 15), "at least 10 words": (10, 20)}
 DOC_SPREAD = 0.2
+TORCH_THREADS = 2
+OURS = "ours (bucketed GradCache)"
+STOCK_CACHED = "CachedMultipleNegativesRankingLoss"
+NO_CACHE = "MultipleNegativesRankingLoss"
+NO_CACHE_MAX_BATCH = 512
 
 
 class PeakRss:
@@ -97,15 +102,19 @@ def _texts(rows: int) -> tuple[list[str], list[str], str]:
     return queries, docs, source
 
 
-def _model(workdir: Path, size: dict[str, int]) -> Any:
+def _decoder(workdir: Path, size: dict[str, int]) -> Path:
     from tests.tiny_models import build_tiny_decoder
+
+    return build_tiny_decoder("gemma3", workdir / "decoder", vocab_size=VOCAB_SIZE, **size)
+
+
+def _model(decoder: Path) -> Any:
     from training.model import add_lora, build_embedder
 
-    base = build_tiny_decoder("gemma3", workdir / "decoder", vocab_size=VOCAB_SIZE, **size)
-    model = build_embedder(str(base), MAX_LENGTH, {"query": "", "document": ""})
+    model = build_embedder(str(decoder), MAX_LENGTH, {"query": "", "document": ""})
     add_lora(model, 16, 32, 0.0)
-    model[0].model.gradient_checkpointing_enable(
-        gradient_checkpointing_kwargs={"use_reentrant": False}
+    model[0].model.activation_checkpointing_enable(
+        activation_checkpointing_kwargs={"use_reentrant": False}
     )
     model.train()
     return model
@@ -141,35 +150,87 @@ def _step(model: Any, loss: Any, queries: list[str], docs: list[str]) -> tuple[f
     return seconds, tokens, positions.count
 
 
-def _memory_section(
-    workdir: Path, queries: list[str], docs: list[str], batches: tuple[int, ...]
-) -> list[str]:
-    import torch
+def _memory_loss(name: str, model: Any) -> Any:
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
 
     from training.loss import BucketedCachedInfoNCELoss
 
-    model = _model(workdir / "memory", MEMORY_MODEL)
-    loss = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    if name == OURS:
+        return BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    if name == STOCK_CACHED:
+        return CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    return MultipleNegativesRankingLoss(model, scale=50.0)
+
+
+def _measure_step(
+    decoder: Path, loss_name: str, queries: list[str], docs: list[str]
+) -> tuple[float, float]:
+    """Peak RSS growth (MB) and seconds of one step, in a fresh process (see _memory_section)."""
+    import torch
+
+    torch.set_num_threads(TORCH_THREADS)
+    model = _model(decoder)
+    loss = _memory_loss(loss_name, model)
+    _step(model, loss, queries[:MINI_BATCH], docs[:MINI_BATCH])
+    with PeakRss() as rss:
+        seconds, _, _ = _step(model, loss, queries, docs)
+    return rss.growth_mb, seconds
+
+
+def _memory_section(
+    workdir: Path, queries: list[str], docs: list[str], batches: tuple[int, ...]
+) -> list[str]:
+    """Each (loss, batch) runs in its own process: in one process the allocator keeps what an
+    earlier, larger step freed, and later steps would show no growth at all."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    decoder = _decoder(workdir / "memory", MEMORY_MODEL)
+    context = multiprocessing.get_context("spawn")
+    results: dict[tuple[str, int], tuple[float, float]] = {}
+    for batch in batches:
+        for name in (OURS, STOCK_CACHED, NO_CACHE):
+            if name == NO_CACHE and batch > NO_CACHE_MAX_BATCH:
+                continue
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                results[name, batch] = pool.submit(
+                    _measure_step, decoder, name, queries[:batch], docs[:batch]
+                ).result()
+
+    def cell(name: str, batch: int) -> str:
+        if (name, batch) not in results:
+            return "not run | not run"
+        growth, seconds = results[name, batch]
+        return f"{growth:.1f} | {seconds:.2f}"
+
     lines = [
-        "### Memory and step time vs batch size (ours, length bucketing on)",
+        "### Peak memory and step time vs batch size",
         "",
         f"Model: random-weight Gemma3-style decoder (hidden {MEMORY_MODEL['hidden_size']}, "
         f"{MEMORY_MODEL['num_layers']} layers) + LoRA r=16, activation checkpointing, fp32, "
-        f"max length {MAX_LENGTH}, mini-batch {MINI_BATCH}, torch threads "
-        f"{torch.get_num_threads()}.",
+        f"max length {MAX_LENGTH}, mini-batch {MINI_BATCH}, torch threads {TORCH_THREADS}. "
+        "Each cell is one training step (forward and backward, no optimizer) in a fresh process "
+        "after a warm-up step; memory is the peak resident-set growth during the step. Peers: "
+        f"stock `{STOCK_CACHED}` (same mini-batch) and `{NO_CACHE}` (whole batch at once, "
+        f"run up to batch {NO_CACHE_MAX_BATCH}).",
         "",
-        "| batch | peak RSS growth (MB) | step time (s) |",
-        "|---:|---:|---:|",
+        f"| batch | ours: RSS growth (MB) | ours: step (s) | {STOCK_CACHED}: MB | s "
+        f"| {NO_CACHE}: MB | s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    _step(model, loss, queries[:MINI_BATCH], docs[:MINI_BATCH])
     for batch in batches:
-        with PeakRss() as rss:
-            seconds, _, _ = _step(model, loss, queries[:batch], docs[:batch])
-        lines.append(f"| {batch} | {rss.growth_mb:.1f} | {seconds:.2f} |")
+        lines.append(
+            f"| {batch} | {cell(OURS, batch)} | {cell(STOCK_CACHED, batch)} "
+            f"| {cell(NO_CACHE, batch)} |"
+        )
     lines += [
         "",
-        "Memory stays flat because only one mini-batch of activations is alive at a time; "
-        "what grows is the embedding cache (batch x hidden) and the tokenized batch.",
+        "With GradCache only one mini-batch of activations is alive at a time, so memory "
+        "stays flat; what grows is the embedding cache (batch x hidden) and the tokenized "
+        "batch. Without the cache, activations for the whole batch are alive at once.",
         "",
     ]
     return lines
@@ -182,7 +243,7 @@ def _throughput_section(workdir: Path, queries: list[str], docs: list[str]) -> l
 
     from training.loss import BucketedCachedInfoNCELoss
 
-    model = _model(workdir / "speed", SPEED_MODEL)
+    model = _model(_decoder(workdir / "speed", SPEED_MODEL))
     stock_name = "stock CachedMultipleNegativesRankingLoss"
     bucketed = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
     contenders = {

@@ -126,10 +126,10 @@ def train(
         max_steps=cfg.max_steps,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,
         # The GradCache replay takes gradients with torch.autograd.grad, which reentrant
         # checkpointing does not support.
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing_kwargs={"use_reentrant": False},
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         multi_dataset_batch_sampler=StepAlignedProportionalBatchSampler,
         # Ranks gather each other's embeddings, which needs the same batch size everywhere.
@@ -163,10 +163,12 @@ def train(
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=resume)
     runtime = time.monotonic() - started
+    # Both are collective under ZeRO-3 (every forward and the adapter read gather the
+    # partitioned weights), so every rank runs them before the others stop.
+    accuracy_after = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
     adapter_state = lora_state_dict(model)
     if not distributed.is_main_process():
         return
-    accuracy_after = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
     if ds_config is not None:
         # Training is over: a model loaded while the ZeRO-3 config is registered would be
         # partitioned on load, and the release would be built from empty shards.
