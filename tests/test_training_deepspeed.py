@@ -1,5 +1,5 @@
 """GradCache + DeepSpeed ZeRO + LoRA + activation checkpointing on CPU (gloo): one process
-in-process, and two processes through the torchrun relaunch.
+in-process, and two processes through the torchrun and accelerate relaunches.
 
 Stock CachedMultipleNegativesRankingLoss fails here ("Gradient computed twice for this
 partition"), and ZeRO-3 runs elsewhere saved empty LoRA tensors; this run must train and
@@ -82,15 +82,16 @@ def test_zero3_gradcache_lora_checkpointing_releases_the_trained_weights(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_two_processes_under_torchrun_release_the_trained_weights(
-    tiny_model_dirs, write_config, tmp_path, zero
+@pytest.mark.parametrize(("zero", "launcher"), [("zero2", "accelerate"), ("zero3", "torchrun")])
+def test_two_processes_under_a_launcher_release_the_trained_weights(
+    tiny_model_dirs, write_config, tmp_path, zero, launcher
 ):
-    """The stage relaunches itself under torchrun: two gloo workers, GradCache with negatives
-    gathered across both, one release written by rank 0."""
+    """The stage relaunches itself under the launcher: two gloo workers, GradCache with
+    negatives gathered across both, one release written by rank 0. Under ZeRO-3 every
+    forward after training needs both workers too."""
     base = tiny_model_dirs["gemma3"]
     section = _zero_training_section(
-        tmp_path, base, zero, batch_size=16, num_processes=2, launcher="torchrun"
+        tmp_path, base, zero, batch_size=16, num_processes=2, launcher=launcher
     )
     config = write_config(training=section)
     launcher_vars = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -106,7 +107,7 @@ def test_two_processes_under_torchrun_release_the_trained_weights(
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "relaunching under torchrun on 2 processes" in result.stderr
+    assert f"relaunching under {launcher} on 2 processes" in result.stderr
     record = json.loads((tmp_path / "build" / "model" / "training_record.json").read_text())
     assert record["world_size"] == 2 and record["steps"] == 3
     assert record["deepspeed"]["zero_stage"] == int(zero[-1])

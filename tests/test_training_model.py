@@ -240,8 +240,21 @@ def test_zero3_config_keeps_lora_tensors_whole(tmp_path):
 def test_launcher_commands_rerun_this_stage():
     from training.distributed import launch_command
 
-    torchrun = launch_command("torchrun", 8, "configs/e5-mistral.toml")
-    assert torchrun[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
+    torchrun = launch_command("torchrun", 8, "configs/e5-mistral.toml", 29611)
+    assert torchrun[1:5] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=8",
+        "--master_port=29611",
+    ]
     assert torchrun[-4:] == ["-m", "training", "--config", "configs/e5-mistral.toml"]
-    accelerate = launch_command("accelerate", 4, "c.toml")
-    assert accelerate[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "4"]
+    accelerate = launch_command("accelerate", 4, "c.toml", 29612)
+    assert accelerate[1:8] == [
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "4",
+        "--main_process_port",
+        "29612",
+    ]

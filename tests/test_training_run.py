@@ -191,3 +191,20 @@ def test_bf16_on_a_cpu_without_it_is_refused(
     section = training_section(tiny_model_dirs["gemma3"], dataset, precision="bf16")
     config = write_config(training=section)
     _assert_failed_cleanly(run_training(config), capsys, "does not support bf16", previous_release)
+
+
+def test_launcher_with_another_process_count_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release, monkeypatch
+):
+    """Started by an outside ``torchrun --nproc_per_node=3`` with num_processes = 1, every
+    worker would take the whole batch: the global batch would silently triple."""
+    for name, value in {"LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "3"}.items():
+        monkeypatch.setenv(name, value)
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    config = write_config(training=training_section(tiny_model_dirs["gemma3"], dataset))
+    _assert_failed_cleanly(
+        run_training(config),
+        capsys,
+        "the launcher started 3 processes but training.num_processes is 1",
+        previous_release,
+    )

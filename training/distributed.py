@@ -39,6 +39,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def check_world_size(expected: int) -> None:
+    """A launcher that starts another number of workers than configured would silently
+    change the global batch (each worker takes batch_size / num_processes rows)."""
+    if is_launched() and world_size() != expected:
+        raise StageError(
+            f"the launcher started {world_size()} processes but training.num_processes is "
+            f"{expected}; set training.num_processes to the number of workers"
+        )
+
+
 def set_single_process_env() -> None:
     """What a launcher would set for one process, so DeepSpeed can initialize."""
     os.environ.setdefault("RANK", "0")
@@ -48,8 +58,14 @@ def set_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
-def launch_command(launcher: str, num_processes: int, config_path: str) -> list[str]:
-    """The command that re-runs this stage on ``num_processes`` workers."""
+def launch_command(launcher: str, num_processes: int, config_path: str, port: int) -> list[str]:
+    """The command that re-runs this stage on ``num_processes`` workers.
+
+    ``accelerate launch`` without ``--multi_gpu`` (and without a saved accelerate config)
+    starts a single process on a machine without several GPUs; ``--multi_gpu`` is its
+    torchrun-based launcher, which works on CPU (gloo) as well. The rendezvous port is
+    passed explicitly so two runs on one machine do not both take the default 29500.
+    """
     stage = ["-m", "training", "--config", config_path]
     if launcher == "torchrun":
         return [
@@ -57,14 +73,18 @@ def launch_command(launcher: str, num_processes: int, config_path: str) -> list[
             "-m",
             "torch.distributed.run",
             f"--nproc_per_node={num_processes}",
+            f"--master_port={port}",
             *stage,
         ]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
+        "--multi_gpu",
         "--num_processes",
         str(num_processes),
+        "--main_process_port",
+        str(port),
         *stage,
     ]
 
@@ -72,9 +92,8 @@ def launch_command(launcher: str, num_processes: int, config_path: str) -> list[
 def relaunch(launcher: str, num_processes: int, config_path: str) -> None:
     """Run the stage under the launcher and wait; a failed worker fails the stage."""
     env = {**os.environ, LAUNCHED_MARKER: "1"}
-    result = subprocess.run(
-        launch_command(launcher, num_processes, config_path), env=env, check=False
-    )
+    command = launch_command(launcher, num_processes, config_path, free_port())
+    result = subprocess.run(command, env=env, check=False)
     if result.returncode:
         raise StageError(f"{launcher} run failed with exit code {result.returncode}")
 

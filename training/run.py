@@ -87,6 +87,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
         log.info("relaunching under %s on %d processes", cfg.launcher, cfg.num_processes)
         distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
         return
+    distributed.check_world_size(cfg.num_processes)
     train(config, args, data, base_path, prompts, precision, per_device_batch, paths)
 
 
