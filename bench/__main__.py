@@ -17,6 +17,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from bench import FULL_RUN_VARIABLE, full_run
+
 BENCHES = ("bundled", "seeds", "dataset", "training", "model_card", "space", "release")
 OUTPUT = Path("BENCHMARKS.md")
 SECTION = re.compile(r"^<!-- bench:(\w+) -->\n(.*?)^<!-- /bench:\1 -->\n", re.M | re.S)
@@ -56,7 +58,7 @@ def main() -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        full = "SYNTHEMBED_BENCH_FULL=1 " if os.environ.get("SYNTHEMBED_BENCH_FULL") == "1" else ""
+        full = f"{FULL_RUN_VARIABLE}=1 " if full_run() else ""
         command = f"{full}make bench (python -m bench --config {args.config} --only {name})"
         sections[name] = (
             f"_Command: `{command}` · date: {started:%Y-%m-%d %H:%M} UTC · "

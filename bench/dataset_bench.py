@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import full_run
 from tests.dataset_raw import synthesize, write_run
 from tests.toml_writer import dump_toml
 
@@ -122,8 +122,7 @@ def run(config_path: str, sizes: tuple[int, ...] | None = None) -> str:
     ``SYNTHEMBED_BENCH_FULL=1`` adds the 500k case to show memory staying flat as it grows.
     """
     if sizes is None:
-        full = os.environ.get("SYNTHEMBED_BENCH_FULL") == "1"
-        sizes = (*DEFAULT_SIZES, 500_000) if full else DEFAULT_SIZES
+        sizes = (*DEFAULT_SIZES, 500_000) if full_run() else DEFAULT_SIZES
     results = []
     for rows in sizes:
         with tempfile.TemporaryDirectory(prefix="dataset-bench-") as tmp:

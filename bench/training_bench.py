@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import full_run
+
 MINI_BATCH = 16
 MAX_LENGTH = 512
 DEFAULT_BATCHES = (32, 128, 512, 1024)
@@ -36,7 +38,9 @@ TASK = "Given a question about a place, retrieve passages that describe it"
 QUERY_WORDS = {"less than 5 words": (1, 4), "5 to 15 words": (5, 15), "at least 10 words": (10, 20)}
 DOC_SPREAD = 0.2
 TORCH_THREADS = 2
+SCALE = 50.0
 OURS = "ours (bucketed GradCache)"
+OURS_UNBUCKETED = "ours, bucketing off"
 STOCK_CACHED = "CachedMultipleNegativesRankingLoss"
 NO_CACHE = "MultipleNegativesRankingLoss"
 NO_CACHE_MAX_BATCH = 512
@@ -150,7 +154,8 @@ def _step(model: Any, loss: Any, queries: list[str], docs: list[str]) -> tuple[f
     return seconds, tokens, positions.count
 
 
-def _memory_loss(name: str, model: Any) -> Any:
+def _loss(kind: str, model: Any) -> Any:
+    """One contender on ``model``, with the benchmark's scale and mini-batch."""
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
@@ -158,11 +163,13 @@ def _memory_loss(name: str, model: Any) -> Any:
 
     from training.loss import BucketedCachedInfoNCELoss
 
-    if name == OURS:
-        return BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
-    if name == STOCK_CACHED:
-        return CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
-    return MultipleNegativesRankingLoss(model, scale=50.0)
+    if kind == STOCK_CACHED:
+        return CachedMultipleNegativesRankingLoss(model, scale=SCALE, mini_batch_size=MINI_BATCH)
+    if kind == NO_CACHE:
+        return MultipleNegativesRankingLoss(model, scale=SCALE)
+    return BucketedCachedInfoNCELoss(
+        model, scale=SCALE, mini_batch_size=MINI_BATCH, length_bucketing=kind == OURS
+    )
 
 
 def _measure_step(
@@ -173,7 +180,7 @@ def _measure_step(
 
     torch.set_num_threads(TORCH_THREADS)
     model = _model(decoder)
-    loss = _memory_loss(loss_name, model)
+    loss = _loss(loss_name, model)
     _step(model, loss, queries[:MINI_BATCH], docs[:MINI_BATCH])
     with PeakRss() as rss:
         seconds, _, _ = _step(model, loss, queries, docs)
@@ -190,15 +197,18 @@ def _memory_section(
 
     decoder = _decoder(workdir / "memory", MEMORY_MODEL)
     context = multiprocessing.get_context("spawn")
-    results: dict[tuple[str, int], tuple[float, float]] = {}
-    for batch in batches:
-        for name in (OURS, STOCK_CACHED, NO_CACHE):
-            if name == NO_CACHE and batch > NO_CACHE_MAX_BATCH:
-                continue
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
-                results[name, batch] = pool.submit(
-                    _measure_step, decoder, name, queries[:batch], docs[:batch]
-                ).result()
+    cells = [
+        (name, batch)
+        for batch in batches
+        for name in (OURS, STOCK_CACHED, NO_CACHE)
+        if name != NO_CACHE or batch <= NO_CACHE_MAX_BATCH
+    ]
+    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {
+            (name, batch): pool.submit(_measure_step, decoder, name, queries[:batch], docs[:batch])
+            for name, batch in cells
+        }
+        results = {key: future.result() for key, future in futures.items()}
 
     def cell(name: str, batch: int) -> str:
         if (name, batch) not in results:
@@ -237,26 +247,12 @@ def _memory_section(
 
 
 def _throughput_section(workdir: Path, queries: list[str], docs: list[str]) -> list[str]:
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-    )
-
-    from training.loss import BucketedCachedInfoNCELoss
-
     model = _model(_decoder(workdir / "speed", SPEED_MODEL))
-    stock_name = "stock CachedMultipleNegativesRankingLoss"
-    bucketed = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=MINI_BATCH)
+    stock_name = f"stock {STOCK_CACHED}"
+    bucketed = _loss(OURS, model)
     contenders = {
-        stock_name: (
-            CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=MINI_BATCH),
-            "right",
-        ),
-        "ours, bucketing off": (
-            BucketedCachedInfoNCELoss(
-                model, scale=50.0, mini_batch_size=MINI_BATCH, length_bucketing=False
-            ),
-            "right",
-        ),
+        stock_name: (_loss(STOCK_CACHED, model), "right"),
+        "ours, bucketing off": (_loss(OURS_UNBUCKETED, model), "right"),
         "ours, length bucketing": (bucketed, "right"),
         "ours, length bucketing, base tokenizer's left padding": (bucketed, "left"),
     }
@@ -305,8 +301,7 @@ def _throughput_section(workdir: Path, queries: list[str], docs: list[str]) -> l
 
 def run(config_path: str) -> str:
     """``config_path`` is unused: the bench builds its own models and length mix."""
-    full = os.environ.get("SYNTHEMBED_BENCH_FULL") == "1"
-    batches = FULL_BATCHES if full else DEFAULT_BATCHES
+    batches = FULL_BATCHES if full_run() else DEFAULT_BATCHES
     rows = max(max(batches), THROUGHPUT_BATCH * THROUGHPUT_ROUNDS)
     queries, docs, source = _texts(rows)
     lines = ["## Training (GradCache InfoNCE)", "", f"Texts: {source}.", ""]

@@ -98,8 +98,8 @@ def test_no_text_repeats_anywhere_in_a_step(monkeypatch):
             )
             for d in rows
         ]
-        sampler = cls(ConcatDataset(rows), samplers, generator=generator, seed=5)
         concat = ConcatDataset(rows)
+        sampler = cls(concat, samplers, generator=generator, seed=5)
         steps = []
         for step in _steps(sampler):
             assert all(len(batch) == BATCH for batch in step)
