@@ -16,11 +16,30 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_builder.builder import CITATION, CONFIG_NAMES, SPLITS, TYPE_CONFIGS, features_for
 from dataset_builder.provenance import LedgerSummary
 from dataset_builder.raw_run import RunScan
-from dataset_builder.stats import ROLES
-from kit.config import TASK_TYPES
+from kit.schema import (
+    CONFIG_NAMES,
+    ROLES,
+    SPLITS,
+    SYMMETRIC_TYPES,
+    TASK_TYPES,
+    TYPE_CONFIGS,
+    config_columns,
+)
+
+CITATION = """@article{wang2024improving,
+  title={Improving Text Embeddings with Large Language Models},
+  author={Wang, Liang and Yang, Nan and Huang, Xiaolong and Yang, Linjun and
+          Majumder, Rangan and Wei, Furu},
+  journal={arXiv preprint arXiv:2401.00368},
+  year={2024}
+}"""
+DESCRIPTION = (
+    "LLM-synthesized training data for text embeddings in the style of Wang et al. (2024): "
+    "six task types, many languages, one example per brainstormed task."
+)
+HOMEPAGE = "https://arxiv.org/abs/2401.00368"
 
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification"]
 TAGS = ["synthetic", "embeddings", "llm-generated", "e5-mistral", "multilingual", "parquet"]
@@ -115,8 +134,8 @@ def _length_summary(values: np.ndarray) -> str:
 def configs_section(inputs: CardInputs) -> str:
     rows = []
     for name in CONFIG_NAMES:
-        task_type = TYPE_CONFIGS[name][0] if name in TYPE_CONFIGS else "all"
-        columns = ", ".join(f"`{column}`" for column in features_for(name))
+        task_type = TYPE_CONFIGS.get(name, "all")
+        columns = ", ".join(f"`{column}`" for column in config_columns(name))
         rows.append(
             [f"`{name}`", task_type, columns, *(_rows(inputs, name, split) for split in SPLITS)]
         )
@@ -214,7 +233,7 @@ def statistics_section(inputs: CardInputs) -> str:
         languages = sum(1 for (t, _), n in stats.by_type_language.items() if t == task_type and n)
         groups = (
             len(np.unique(scan.group_keys[scan.type_codes == type_code]))
-            if task_type not in ("sts", "bitext")
+            if task_type not in SYMMETRIC_TYPES
             else "1 (fixed)"
         )
         type_rows.append(

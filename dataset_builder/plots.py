@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
-from dataset_builder.stats import ROLES, CorpusStats  # noqa: E402
-from kit.config import TASK_TYPES  # noqa: E402
+from dataset_builder.stats import CorpusStats  # noqa: E402
+from kit.schema import ROLES, TASK_TYPES  # noqa: E402
 
 PNG_METADATA = {"Software": None}
 LENGTHS_PNG = "length_distributions.png"

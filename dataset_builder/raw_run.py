@@ -24,13 +24,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from dataset_builder.builder import NATIVE_FIELDS
 from dataset_builder.stats import CorpusStats
-from kit.config import TASK_TYPES
+from kit.schema import (
+    EXAMPLE_FIELDS,
+    NATIVE_FIELDS,
+    RAW_SCHEMA_VERSION,
+    SYMMETRIC_TYPES,
+    TASK_TYPES,
+)
 
-SCHEMA_VERSION = 1
 SHARD_GLOB = "raw/shard-*.jsonl"
-SYMMETRIC_TYPES = ("sts", "bitext")
 REQUIRED_STRINGS = (
     "id",
     "task_definition",
@@ -39,7 +42,6 @@ REQUIRED_STRINGS = (
     "template_sha256",
     "generator_model",
 )
-EXAMPLE_FIELDS = tuple(dict.fromkeys(name for names in NATIVE_FIELDS.values() for name in names))
 RAW_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int64()),
@@ -147,7 +149,7 @@ def check_table(table: pa.Table, dropped: Counter[str]) -> pa.Array:
     check = _Checker(table, dropped)
     version = table["schema_version"]
     check.reject(pc.is_null(version), "missing field schema_version")
-    check.reject_values(pc.not_equal(version, SCHEMA_VERSION), version, unsupported_version)
+    check.reject_values(pc.not_equal(version, RAW_SCHEMA_VERSION), version, unsupported_version)
     task_type = table["task_type"]
     check.reject(pc.is_null(task_type), "missing field task_type")
     known = pc.is_in(task_type, value_set=pa.array(list(NATIVE_FIELDS)))
@@ -179,7 +181,7 @@ def _python_check(line: bytes) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
     version = record.get("schema_version")
-    if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
+    if version is not None and (type(version) is not int or version != RAW_SCHEMA_VERSION):
         return unsupported_version(version)
     for name in TOP_LEVEL_STRINGS:
         if record.get(name) is not None and not isinstance(record[name], str):

@@ -9,9 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataset_builder.builder import UNIFIED_MAPPING
-
-ROLES = ("query", "positive", "negative")
+from kit.schema import ROLES, UNIFIED_MAPPING
 
 
 def _counts(*columns: pa.Array) -> Counter:

@@ -9,6 +9,8 @@ key, so the CLI can print one line and exit 2 before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tomllib
 import types
 import typing
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from kit.bundled import BundledModelError, check_model_reference
+from kit.evalsets import EvalSetError, LocalTask, check_shape, resolve_path
+from kit.schema import TASK_TYPES
 
-TASK_TYPES = ("short_long", "long_short", "short_short", "long_long", "sts", "bitext")
+REPO_KINDS = ("dataset", "model", "space")
 
 
 class ConfigError(ValueError):
@@ -37,7 +41,6 @@ def _ranged(default: float, low: float | None = None, high: float | None = None)
 class ProjectSection:
     """Where a release lives on disk."""
 
-    name: str = "synthembed"
     runs_dir: str = "runs"
     build_dir: str = "build"
 
@@ -54,6 +57,11 @@ class HubSection:
     tag: str = ""
     token_env: str = "HF_TOKEN"
     commit_retries: int = _ranged(3, 0, 10)
+
+    def repo_id(self, kind: str) -> str:
+        """``namespace/name`` of the dataset, model or Space repo of this release."""
+        name = {"dataset": self.dataset_repo, "model": self.model_repo, "space": self.space_repo}
+        return f"{self.namespace}/{name[kind]}"
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,23 @@ class GenerationSection:
 
 
 @dataclass(frozen=True)
+class QualitySection:
+    """Gates every generated row passes before seeds accepts it (counted by reason)."""
+
+    language_check: bool = True
+    # A text shorter than this, or identified with less confidence, is "unverified".
+    language_min_chars: int = _ranged(20, 1, None)
+    language_min_confidence: float = _ranged(0.5, 0.0, 1.0)
+    content_rules: bool = True
+    near_duplicates: bool = True
+    near_duplicate_threshold: float = _ranged(0.8, 0.0, 1.0)
+    minhash_permutations: int = _ranged(128, 16, 1024)
+    # Ask the generator whether the positive fits the query better than the negative.
+    judge: bool = False
+    judge_action: str = _choice("drop", "swap", default="drop")
+
+
+@dataclass(frozen=True)
 class DatasetSection:
     """How the raw run becomes a Hub dataset."""
 
@@ -120,6 +145,35 @@ class DatasetSection:
     license: str = "apache-2.0"
     pretty_name: str = "Synthetic multilingual embedding corpus"
     max_shard_rows: int = _ranged(100_000, 1, None)
+    # Drop rows that share an n-gram of this many words with an evaluation set. The sets are
+    # the release's evaluation tasks, filled in by the loader (derived, not a TOML key).
+    decontaminate: bool = True
+    decontamination_ngram: int = _ranged(13, 3, 100)
+    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
+    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
+    # Mine extra hard negatives with sentence-transformers' mine_hard_negatives.
+    mine_negatives: int = _ranged(0, 0, 16)
+    mine_model: str = "bundled:gemma-3-270m"
+    mine_relative_margin: float = _ranged(0.05, 0.0, 1.0)
+    mine_max_length: int = _ranged(128, 8, 32768)
+    mine_batch_size: int = _ranged(32, 1, None)
+
+
+@dataclass(frozen=True)
+class ExtraDataset:
+    """A labelled public set trained on beside the synthetic data, read with ``load_dataset``.
+
+    Its rows get ``task_definition`` as their instruction; the column keys name its columns
+    (``negative_column = ""`` for a set without hard negatives).
+    """
+
+    path: str = field(default="", metadata={"required": True})
+    task_definition: str = field(default="", metadata={"required": True})
+    config: str = "default"
+    split: str = "train"
+    query_column: str = "query"
+    positive_column: str = "positive"
+    negative_column: str = "negative"
 
 
 @dataclass(frozen=True)
@@ -149,14 +203,14 @@ class TrainingSection:
     num_processes: int = _ranged(1, 1, 4096)
     seed: int = 42
     save_steps: int = _ranged(500, 1, None)
-    extra_datasets: list[dict[str, str]] = field(default_factory=list)
+    extra_datasets: list[ExtraDataset] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class EvaluationSection:
     """Which tasks the card reports; local folders work offline."""
 
-    local_tasks: list[dict[str, Any]] = field(default_factory=list)
+    local_tasks: list[LocalTask] = field(default_factory=list)
     mteb_tasks: list[str] = field(default_factory=list)
     batch_size: int = _ranged(32, 1, None)
     evaluate_base: bool = True
@@ -187,24 +241,12 @@ class Config:
     hub: HubSection = field(default_factory=HubSection)
     generator: GeneratorSection = field(default_factory=GeneratorSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
+    quality: QualitySection = field(default_factory=QualitySection)
     dataset: DatasetSection = field(default_factory=DatasetSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     path: Path = Path("<defaults>")
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is None:
-        return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
-            tp, getattr(tp, "__name__", str(tp))
-        )
-    if origin is dict:
-        return "a table"
-    if origin is list:
-        return "a list"
-    return str(tp)
 
 
 def _check_value(where: str, tp: Any, value: Any) -> Any:
@@ -229,6 +271,10 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return _build_entry(where, tp, value)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, dict):
@@ -245,32 +291,48 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{where}: unsupported type {tp!r}")
 
 
-def _build_section(source: str, name: str, cls: type, raw: Any) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: [{name}] must be a table")
+def _checked_fields(where: str, cls: type, raw: dict[str, Any], unknown_key: str) -> dict:
+    """Type, choice and range checks of every key of a table; ``unknown_key`` words the error
+    for a key the dataclass does not have."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {name}.{unknown[0]} (allowed: {', '.join(sorted(fields))})"
+            unknown_key.format(key=unknown[0]) + f" (allowed: {', '.join(fields)})"
         )
     values = {}
     for key, value in raw.items():
-        where = f"{source}: {name}.{key}"
-        checked = _check_value(where, hints[key], value)
+        at = f"{where}.{key}"
+        checked = _check_value(at, hints[key], value)
         meta = fields[key].metadata
         if "choices" in meta and checked not in meta["choices"]:
             raise ConfigError(
-                f"{where}: {checked!r} is not one of {', '.join(map(repr, meta['choices']))}"
+                f"{at}: {checked!r} is not one of {', '.join(map(repr, meta['choices']))}"
             )
         if "range" in meta:
             low, high = meta["range"]
             if (low is not None and checked < low) or (high is not None and checked > high):
                 bounds = f"{'-inf' if low is None else low} .. {'inf' if high is None else high}"
-                raise ConfigError(f"{where}: {checked!r} is outside the allowed range {bounds}")
+                raise ConfigError(f"{at}: {checked!r} is outside the allowed range {bounds}")
         values[key] = checked
+    return values
+
+
+def _build_entry(where: str, cls: type, raw: dict[str, Any]) -> Any:
+    """One entry of a list of tables (a local task, an extra dataset), validated once."""
+    values = _checked_fields(where, cls, raw, f"{where}: unknown key {{key}}")
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and f.name not in values:
+            raise ConfigError(f"{where}: missing required key '{f.name}'")
     return cls(**values)
+
+
+def _build_section(source: str, name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    where = f"{source}: {name}"
+    return cls(**_checked_fields(where, cls, raw, f"{source}: unknown key {name}.{{key}}"))
 
 
 def _validate_cross_fields(source: str, config: Config) -> None:
@@ -290,53 +352,45 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"{source}: training.mini_batch_size={config.training.mini_batch_size} must divide "
             f"training.batch_size={config.training.batch_size}"
         )
-    try:
-        check_model_reference(config.training.base_model)
-    except BundledModelError as exc:
-        raise ConfigError(f"{source}: training.base_model: {exc}") from None
+    for key, reference in (
+        ("training.base_model", config.training.base_model),
+        ("dataset.mine_model", config.dataset.mine_model),
+    ):
+        try:
+            check_model_reference(reference)
+        except BundledModelError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
     if config.training.deepspeed:
         ds = resolve_path(config.training.deepspeed)
         if not ds.is_file():
             raise ConfigError(f"{source}: training.deepspeed: file not found: {ds}")
-    for i, task in enumerate(config.evaluation.local_tasks):
-        _validate_local_task(f"{source}: evaluation.local_tasks[{i}]", task)
+    _validate_local_tasks(source, config.evaluation.local_tasks)
     for i, extra in enumerate(config.training.extra_datasets):
-        for key in ("path", "task_definition"):
-            if key not in extra:
-                raise ConfigError(f"{source}: training.extra_datasets[{i}] is missing '{key}'")
+        where = f"{source}: training.extra_datasets[{i}].path"
+        looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
+        if looks_local and not resolve_path(extra.path).is_dir():
+            raise ConfigError(f"{where}: not a folder: {extra.path}")
 
 
-LOCAL_TASK_KEYS: dict[str, type] = {
-    "name": str,
-    "type": str,
-    "path": str,
-    "instruction": str,
-    "languages": str,
-    "corpus_path": str,
-    "max_queries": int,
-    "max_corpus": int,
-    "max_pairs": int,
-}
-
-
-def _validate_local_task(where: str, task: dict[str, Any]) -> None:
-    unknown = sorted(set(task) - set(LOCAL_TASK_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]} (allowed: {', '.join(LOCAL_TASK_KEYS)})"
-        )
-    for key in ("name", "type", "path"):
-        if key not in task:
-            raise ConfigError(f"{where}: missing required key '{key}'")
-    for key, value in task.items():
-        _check_value(f"{where}.{key}", LOCAL_TASK_KEYS[key], value)
-    if task["type"] not in ("retrieval", "sts"):
-        raise ConfigError(f"{where}.type: {task['type']!r} is not one of 'retrieval', 'sts'")
-
-
-def resolve_path(value: str) -> Path:
-    """Relative config paths are taken from the working directory (the repo root under make)."""
-    return Path(value).expanduser().resolve()
+def _validate_local_tasks(source: str, tasks: list[LocalTask]) -> None:
+    """Names are unique and every set is there with the right shape: seconds, not minutes."""
+    seen: set[str] = set()
+    for i, task in enumerate(tasks):
+        where = f"{source}: evaluation.local_tasks[{i}]"
+        if task.name in seen:
+            raise ConfigError(f"{where}.name: {task.name!r} is used twice")
+        seen.add(task.name)
+        if task.type != "retrieval" and (task.max_queries or task.max_corpus or task.corpus_path):
+            raise ConfigError(
+                f"{where}: max_queries, max_corpus and corpus_path apply to retrieval; "
+                "use max_pairs"
+            )
+        if task.type == "retrieval" and task.max_pairs:
+            raise ConfigError(f"{where}: max_pairs applies to sts and bitext; use max_queries")
+        try:
+            check_shape(task)
+        except EvalSetError as exc:
+            raise ConfigError(f"{where}.path: {exc}") from None
 
 
 SECTIONS: dict[str, type] = {
@@ -366,4 +420,24 @@ def load_config(path: str | Path) -> Config:
     }
     config = Config(**sections, path=path)
     _validate_cross_fields(source, config)
-    return config
+    return _with_derived(config)
+
+
+def _with_derived(config: Config) -> Config:
+    """Facts one section takes from another, resolved once here so a stage reads its own
+    section only: the dataset stage keeps the evaluation sets out of the training data."""
+    dataset = config.dataset
+    if dataset.decontaminate:
+        dataset = dataclasses.replace(
+            dataset,
+            decontamination_sets=tuple(config.evaluation.local_tasks),
+            decontamination_registry=tuple(config.evaluation.mteb_tasks),
+        )
+    return dataclasses.replace(config, dataset=dataset)
+
+
+def section_digest(config: Config, name: str) -> str:
+    """SHA-256 of one section's resolved values: what a stage's output depends on."""
+    values = dataclasses.asdict(getattr(config, name))
+    text = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -18,6 +18,7 @@ import httpx2
 import openai
 
 from kit.config import GeneratorSection
+from kit.retry import backoff_delay
 from seeds.plan import WorkItem
 
 FORMAT_CHAIN = ("json_schema", "json_object", "text")
@@ -119,16 +120,6 @@ def retry_after_seconds(headers: Any) -> float | None:
             except (TypeError, ValueError):
                 continue
     return None
-
-
-def backoff_delay(
-    attempt: int, base: float, cap: float, retry_after: float | None, rng: random.Random
-) -> float:
-    """Full-jitter exponential backoff; a server's Retry-After is a floor, never cut short."""
-    delay = rng.uniform(0, min(cap, base * 2**attempt))
-    if retry_after is not None:
-        delay = max(delay, retry_after) + rng.uniform(0, base)
-    return delay
 
 
 class Endpoint:

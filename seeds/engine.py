@@ -8,7 +8,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kit.config import TASK_TYPES, Config
+from kit.config import Config
+from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
 from seeds.client import Completion
 from seeds.languages import LanguageSampler
 from seeds.parsing import (
@@ -25,7 +26,7 @@ from seeds.plan import (
     generation_item,
     generation_item_id,
 )
-from seeds.store import SCHEMA_VERSION, RunStore, utc_now
+from seeds.store import RunStore, utc_now
 from seeds.templates import Template
 
 BRAINSTORM_ROUNDS = 3
@@ -226,7 +227,7 @@ class SeedRun:
         self, item: WorkItem, template: Template, completion: Completion, example: dict[str, str]
     ) -> dict[str, Any]:
         return {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": RAW_SCHEMA_VERSION,
             "id": item.item_id,
             "task_type": item.task_type,
             "task_definition": item.task_definition,
@@ -241,7 +242,6 @@ class SeedRun:
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
             },
-            "created_at": utc_now(),
             "example": example,
         }
 

@@ -1,10 +1,9 @@
-"""The embedded default generator: llama-cpp-python's OpenAI-compatible server on loopback,
-started for the run and stopped after it."""
+"""The embedded default generator: llama.cpp's OpenAI-compatible server (``seeds.llama_serve``)
+on loopback, started for the run and stopped after it."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from kit.bundled import smollm2_gguf_path
 from kit.cli import StageError
+from kit.net import free_port
 
 BUNDLED_GENERATOR = "bundled:smollm2-135m-instruct"
 
@@ -28,12 +28,6 @@ def resolve_gguf(reference: str) -> Path:
     if not path.is_file():
         raise StageError(f"generator.local_model: file not found: {path}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -49,8 +43,8 @@ def llama_server(model: Path, context: int, timeout_s: float, log_path: Path) ->
     """Yield the server's base URL once it answers; always stop it afterwards."""
     port = free_port()
     command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(context),
+        sys.executable, "-m", "seeds.llama_serve", "--model", str(model),
+        "--port", str(port), "--n_ctx", str(context),
         "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
     ]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)

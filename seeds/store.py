@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-SCHEMA_VERSION = 1
+from kit.files import atomic_write_json
+
 SHARD_ROWS = 50_000
 
 
@@ -204,9 +205,7 @@ class RunStore:
 
     def write_run_json(self, summary: dict[str, Any]) -> None:
         """Atomic rewrite, so a reader never sees half a file."""
-        tmp = self.run_json_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_json_path)
+        atomic_write_json(self.run_json_path, summary)
 
     def close(self) -> None:
         for handle in (self._shard, self._ledger, self._brainstorm):

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.config import TASK_TYPES
+from kit.instructions import SYMMETRIC_TASK_DEFINITIONS
+from kit.schema import NATIVE_FIELDS, SYMMETRIC_TYPES, TASK_TYPES
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -81,11 +82,33 @@ def load_template(path: Path) -> Template:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TemplateError(f"{path}: malformed template ({exc})") from None
-    if template.task_type not in TASK_TYPES:
-        raise TemplateError(f"{path}: unknown task_type {template.task_type!r}")
-    if (template.brainstorm is None) == (template.task_definition is None):
-        raise TemplateError(f"{path}: needs either a brainstorm prompt or a fixed task_definition")
+    _check_against_schema(path, template)
     return template
+
+
+def _check_against_schema(path: Path, template: Template) -> None:
+    """A template states the keys it asks for; the shared schema decides what they must be."""
+    task_type = template.task_type
+    if task_type not in TASK_TYPES:
+        raise TemplateError(f"{path}: unknown task_type {task_type!r}")
+    if template.output_keys != NATIVE_FIELDS[task_type]:
+        raise TemplateError(
+            f"{path}: output_keys {list(template.output_keys)} differ from the schema's "
+            f"{list(NATIVE_FIELDS[task_type])}"
+        )
+    symmetric = task_type in SYMMETRIC_TYPES
+    if symmetric and template.task_definition != SYMMETRIC_TASK_DEFINITIONS[task_type]:
+        raise TemplateError(
+            f"{path}: a {task_type} template takes the fixed task definition "
+            f"{SYMMETRIC_TASK_DEFINITIONS[task_type]!r}"
+        )
+    if symmetric == (template.brainstorm is not None) or (
+        not symmetric and template.task_definition is not None
+    ):
+        raise TemplateError(
+            f"{path}: {'symmetric' if symmetric else 'asymmetric'} task types "
+            f"{'have no' if symmetric else 'need a'} brainstorm prompt"
+        )
 
 
 def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kit.schema import RAW_SCHEMA_VERSION
+
 SYMMETRIC_DEFINITIONS = {
     "sts": "Retrieve semantically similar text.",
     "bitext": "Retrieve parallel sentences.",
@@ -60,7 +62,7 @@ def make_record(index: int, task_type: str, rng: random.Random, scale: int = 1) 
     if task_type == "bitext":
         target = "fr" if language != "fr" else "en"
     return {
-        "schema_version": 1,
+        "schema_version": RAW_SCHEMA_VERSION,
         "id": f"{task_type}-{index:08d}",
         "task_type": task_type,
         "task_definition": definition,
@@ -72,7 +74,6 @@ def make_record(index: int, task_type: str, rng: random.Random, scale: int = 1) 
         "generator_model": "SmolLM2-135M-Instruct",
         "generator_backend": "local",
         "usage": {"prompt_tokens": 200, "completion_tokens": 150},
-        "created_at": "2026-11-25T10:00:00Z",
         "example": native_example(task_type, rng, scale),
         "seeds_extra_key": "tolerated",
     }

@@ -15,10 +15,16 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from dataset_builder.__main__ import add_arguments, main
-from dataset_builder.builder import CONFIG_NAMES, NATIVE_FIELDS, UNIFIED_MAPPING, SynthEmbed
-from dataset_builder.export import build, repo_id
+from dataset_builder.export import build
 from kit.cli import run_stage
 from kit.config import load_config
+from kit.schema import (
+    CONFIG_NAMES,
+    NATIVE_FIELDS,
+    RAW_SCHEMA_VERSION,
+    UNIFIED_MAPPING,
+    features_for,
+)
 from tests.dataset_raw import make_record, synthesize, write_run
 from tests.toml_writer import dump_toml
 
@@ -84,7 +90,7 @@ def test_every_config_loads_with_both_splits_and_streams(built: dict) -> None:
         loaded = datasets.load_dataset(out, name)
         assert set(loaded) == {"train", "validation"}
         assert loaded["train"].num_rows > 0 and loaded["validation"].num_rows > 0, name
-        assert loaded["train"].features == SynthEmbed(config_name=name).info.features
+        assert loaded["train"].features == features_for(name)
         streamed = datasets.load_dataset(out, name, split="validation", streaming=True)
         assert list(streamed) == loaded["validation"].to_list()
 
@@ -131,19 +137,6 @@ def test_validation_holds_unseen_task_definitions(built: dict) -> None:
     assert 0.1 < share < 0.3
 
 
-def test_builder_class_reads_the_run_from_python(built: dict, tmp_path: Path) -> None:
-    builder = SynthEmbed(
-        config_name="retrieval",
-        run_dir=str(built["run_dir"]),
-        validation_fraction=0.2,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    builder.download_and_prepare()
-    published = datasets.load_dataset(str(built["out"]), "retrieval")
-    for split in ("train", "validation"):
-        assert builder.as_dataset(split=split).to_list() == published[split].to_list()
-
-
 def test_card_parses_and_says_what_users_need(built: dict) -> None:
     card = DatasetCard.load(built["out"] / "README.md")
     data = card.data.to_dict()
@@ -166,8 +159,8 @@ def test_card_parses_and_says_what_users_need(built: dict) -> None:
 def test_usage_snippet_in_the_card_runs(built: dict) -> None:
     text = (built["out"] / "README.md").read_text(encoding="utf-8")
     snippet = re.search(r"## Usage\n\n```python\n(.*?)```", text, re.S).group(1)
-    assert repo_id(built["config"]) in snippet
-    local = snippet.replace(repo_id(built["config"]), str(built["out"]))
+    assert built["config"].hub.repo_id("dataset") in snippet
+    local = snippet.replace(built["config"].hub.repo_id("dataset"), str(built["out"]))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(local, "card-usage", "exec"), {})
@@ -216,7 +209,7 @@ def bad_run_lines(rng: random.Random) -> tuple[list, dict[str, int], list[dict]]
     missing_language = make_record(101, "sts", rng)
     del missing_language["language"]
     unknown = make_record(102, "sts", rng) | {"task_type": "poetry"}
-    future = make_record(103, "sts", rng) | {"schema_version": 2}
+    future = make_record(103, "sts", rng) | {"schema_version": RAW_SCHEMA_VERSION + 1}
     empty = make_record(104, "long_short", rng)
     empty["example"]["label"] = "  "
     same_language = make_record(105, "bitext", rng) | {"target_language": "en", "language": "en"}
@@ -235,7 +228,7 @@ def bad_run_lines(rng: random.Random) -> tuple[list, dict[str, int], list[dict]]
         "missing field example.user_query": 1,
         "missing field language": 1,
         'unknown task type "poetry"': 1,
-        "unsupported schema_version 2": 1,
+        f"unsupported schema_version {RAW_SCHEMA_VERSION + 1}": 1,
         "field example.label is empty": 1,
         "bitext with the same source and target language": 1,
         "duplicate id": 1,
@@ -252,18 +245,18 @@ def test_bad_lines_are_counted_reported_and_nothing_good_is_lost(
     if torn:
         lines += [
             "[1, 2]",
-            '{"schema_version": 1, "id": 5}',
-            '{"schema_version": "1"}',
+            f'{{"schema_version": {RAW_SCHEMA_VERSION}, "id": 5}}',
+            f'{{"schema_version": "{RAW_SCHEMA_VERSION}"}}',
             '{"id": "x", "example": "text"}',
         ]
         extra = {
-            0: ['{"schema_version": 1, "id": "torn-', "\n"],
-            1: ['{"schema_version": 1, "task_ty'],
+            0: [f'{{"schema_version": {RAW_SCHEMA_VERSION}, "id": "torn-', "\n"],
+            1: [f'{{"schema_version": {RAW_SCHEMA_VERSION}, "task_ty'],
         }
         expected |= {
             "not a JSON object": 1,
             "field id is not a string": 1,
-            'unsupported schema_version "1"': 1,
+            f'unsupported schema_version "{RAW_SCHEMA_VERSION}"': 1,
             "example is not an object": 1,
             "torn or malformed JSON line": 2,
         }

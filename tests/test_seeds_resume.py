@@ -151,5 +151,5 @@ def test_embedded_local_generator_end_to_end(write_config, caplog) -> None:
     assert all(r["generator_model"] == "SmolLM2-135M-Instruct" for r in rows)
     assert "very small bundled model" in caplog.text
     log = (run / "local_server.log").read_text(errors="replace")
-    assert "Application startup complete" in log
-    assert "Finished server process" in log  # stopped at the end of the run
+    assert "listening on http://127.0.0.1:" in log
+    assert log.rstrip().endswith("server stopped")  # stopped at the end of the run

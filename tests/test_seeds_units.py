@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from kit.config import TASK_TYPES
-from seeds.client import ResponseFormats, TokenBucket, backoff_delay, retry_after_seconds
+from kit.retry import backoff_delay
+from seeds.client import ResponseFormats, TokenBucket, retry_after_seconds
 from seeds.languages import HIGH_RESOURCE, XLMR_LANGUAGES, LanguageSampler, language_weights
 from seeds.parsing import (
     Rejection,

@@ -1,0 +1,49 @@
+"""Accepted raw rows as rows of each published config: the one projection the export uses."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kit.schema import (
+    PROVENANCE_COLUMNS,
+    ROLES,
+    TYPE_CONFIGS,
+    UNIFIED_CONFIG,
+    UNIFIED_MAPPING,
+    config_columns,
+    features_for,
+)
+
+
+def project_table(config_name: str, table: pa.Table) -> pa.Table:
+    """Raw rows (the scan's columns) as rows of ``config_name``, typed by its features."""
+    example = table["example"]
+    if config_name == UNIFIED_CONFIG:
+        task_type = table["task_type"]
+        columns = {name: table[name] for name in ("id", "task_type", "task_definition", "language")}
+        for position, role in enumerate(ROLES):
+            column = pa.nulls(table.num_rows, pa.string())
+            for name, fields in UNIFIED_MAPPING.items():
+                if fields[position] is not None:
+                    native = pc.struct_field(example, fields[position])
+                    column = pc.if_else(pc.equal(task_type, name), native, column)
+            columns[role] = column
+        bitext = pc.equal(task_type, "bitext")
+        columns["target_language"] = pc.if_else(bitext, table["target_language"], None)
+        columns.update((name, table[name]) for name in PROVENANCE_COLUMNS[1:])
+    else:
+        native = config_columns(config_name)
+        columns = {
+            name: pc.struct_field(example, name) if name not in table.column_names else table[name]
+            for name in native
+        }
+    return pa.table(columns, schema=features_for(config_name).arrow_schema)
+
+
+def select_rows(config_name: str, table: pa.Table, held_out: pa.Array, split: str) -> pa.Table:
+    """The rows of a scan batch that belong to ``config_name`` and ``split``, projected."""
+    mask = held_out if split == "validation" else pc.invert(held_out)
+    if config_name != UNIFIED_CONFIG:
+        mask = pc.and_(mask, pc.equal(table["task_type"], TYPE_CONFIGS[config_name]))
+    return project_table(config_name, table.filter(mask))
