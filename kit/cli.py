@@ -8,12 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kit.config import Config, ConfigError, load_config
+from kit.errors import StageError
 
 EXIT_CONFIG = 2
-
-
-class StageError(RuntimeError):
-    """A problem the user must fix before the stage can run; printed as one line."""
+__all__ = ["EXIT_CONFIG", "StageError", "run_stage"]
 
 
 def run_stage(

@@ -214,7 +214,9 @@ class EvaluationSection:
     mteb_tasks: list[str] = field(default_factory=list)
     batch_size: int = _ranged(32, 1, None)
     evaluate_base: bool = True
-    max_corpus: int = _ranged(0, 0, None)
+    # The base to compare with; empty: the training record's (a local folder must be named
+    # here, since a published record holds no path of the build machine).
+    base_model: str = ""
     model_license: str = "other"
 
 

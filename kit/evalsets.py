@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.errors import StageError
+
 LOCAL_TASK_TYPES = ("retrieval", "sts", "bitext")
 SAMPLE_SEED = 0
 STS_COLUMNS = ("sentence1", "sentence2", "score")
@@ -28,7 +30,7 @@ QRELS_COLUMNS = ("query-id", "corpus-id", "score")
 SOURCE_FILE = "source.json"
 
 
-class EvalSetError(ValueError):
+class EvalSetError(StageError):
     """A local evaluation file is missing or malformed; the message names file and line."""
 
 

@@ -62,3 +62,14 @@ def is_current(folder: Path, expected: dict[str, Any]) -> bool:
         return False
     keys = ("stage", "config_sections", "inputs", "kit_version")
     return all(found.get(key) == expected.get(key) for key in keys)
+
+
+def public_name(reference: str) -> str:
+    """A model or dataset reference fit to publish: a Hub id or ``bundled:`` name as it is,
+    a local path by its folder name only (no path of the build machine leaves it)."""
+    if not reference:
+        return reference
+    path = Path(reference).expanduser()
+    if reference.startswith((".", "/", "~")) or path.exists():
+        return f"local:{path.resolve().name}"
+    return reference

@@ -1,7 +1,9 @@
 """The model card: YAML metadata with a model-index, and a body a user can act on.
 
-Every number in the card comes from ``results.json``, which points at mteb's cached result
-files; with no results the card says the model was not evaluated and carries no model-index.
+The model-index is read from the mteb result files staged with the model (``results/``);
+the body's table shows the same numbers for the trained model beside its base. With no
+results the card says the model was not evaluated and carries no model-index. Evaluation sets
+are named by their public name, origin and licence, never by a path of the build machine.
 """
 
 from __future__ import annotations
@@ -22,19 +24,21 @@ TAGS = [
     "synthetic-data",
     "e5-mistral-recipe",
 ]
+# Wall-clock facts (run time, finish time) stay in training_record.json: the card is a pure
+# function of the model, its data and its scores, so a re-run gives the same card.
 TRAINING_FIELDS = (
     ("base_model", "base model"),
     ("dataset", "dataset"),
     ("dataset_revision", "dataset revision"),
+    ("extra_datasets", "public datasets added"),
+    ("train_rows", "training rows by shape"),
     ("steps", "optimizer steps"),
     ("final_loss", "final training loss"),
-    ("train_runtime_s", "training time (s)"),
     ("max_length", "max length (tokens)"),
     ("precision", "precision"),
     ("deepspeed", "DeepSpeed"),
     ("seed", "seed"),
     ("kit_version", "kit version"),
-    ("finished_at", "finished at"),
 )
 
 
@@ -65,29 +69,29 @@ def _size_text(task: dict[str, Any]) -> str:
     return "full task from the mteb registry"
 
 
-def eval_results(results: dict[str, Any]) -> list[Any]:
-    """model-index entries for the trained model: one per task, main score ×100."""
+def eval_results(results: dict[str, Any], staged: dict[str, Any]) -> list[Any]:
+    """model-index entries, one per staged mteb result file: its main score ×100."""
     from huggingface_hub import EvalResult
 
     entries = []
     for task in results["tasks"]:
-        trained = task["results"].get("trained")
-        if trained is None:
+        result = staged.get(task["name"])
+        if result is None:
             continue
         local = task["source"] == "local"
         entries.append(
             EvalResult(
                 task_type=task["type"],
                 task_name=task["type"],
-                dataset_type=task["name"] if local else task["path"],
-                dataset_name=f"{'' if local else 'MTEB '}{task['name']}",
+                dataset_type=task["name"],
+                dataset_name=task["dataset"]["name"],
                 dataset_config="default",
                 dataset_split="test",
-                dataset_revision=task["revision"],
+                dataset_revision=result.dataset_revision,
                 metric_type=task["main_score"],
                 metric_name=task["main_score"],
-                metric_value=round(trained["main_score"] * 100, 4),
-                source_name=f"mteb {results['mteb_version']}" + (" (local task)" if local else ""),
+                metric_value=round(float(result.get_score()) * 100, 4),
+                source_name=f"mteb {result.mteb_version}" + (" (local task)" if local else ""),
                 source_url="https://github.com/embeddings-benchmark/mteb",
             )
         )
@@ -109,8 +113,8 @@ def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "trained": f"{trained:.2f}",
                 "base": "—" if base_score is None else f"{base_score:.2f}",
                 "delta": "—" if base_score is None else f"{trained - base_score:+.2f}",
-                "source": "local files" if task["source"] == "local" else "mteb registry",
-                "path": task["path"] if task["source"] == "local" else "",
+                "source": "local copy" if task["source"] == "local" else "mteb registry",
+                "dataset": task["dataset"],
                 "size": _size_text(task),
                 "prompt": _prompt_cell(task["query_prompt"]),
                 "prompt_source": task["prompt_source"],
@@ -126,6 +130,7 @@ def build_card(
     model: Any,
     training_record: dict[str, Any] | None,
     results: dict[str, Any] | None,
+    staged: dict[str, Any],
     license_id: str,
     dataset_id: str | None,
     languages: list[str],
@@ -147,7 +152,7 @@ def build_card(
         library_name="sentence-transformers",
         pipeline_tag="sentence-similarity",
         tags=TAGS,
-        eval_results=eval_results(results) if evaluated else None,
+        eval_results=eval_results(results, staged) if evaluated else None,
     )
     base_info = base_model_table().get(base_ref, {})
     base_description = base_info.get("description") or (

@@ -13,10 +13,12 @@ import hashlib
 import json
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kit.files import atomic_write_json, read_json_object
 from model_card.encoders import Embedder, mteb_encoder
 from model_card.tasks import EvalTask
 
@@ -45,14 +47,8 @@ def run_fingerprint(embedder: Embedder, task: EvalTask) -> str:
 
 
 def load_results(eval_dir: Path) -> dict[str, Any] | None:
-    path = eval_dir / RESULTS_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        log.warning("%s is not valid JSON; evaluating from scratch", path)
-        return None
+    """The previous summary; a missing or torn one means evaluating from scratch."""
+    return read_json_object(eval_dir / RESULTS_FILE)
 
 
 def previous_fingerprints(previous: dict[str, Any] | None) -> dict[tuple[str, str], str]:
@@ -82,6 +78,7 @@ def evaluate_model(
         prompts.update(task.prompts())
     encoder = mteb_encoder(embedder, prompts)
     out: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
     for task in tasks:
         fingerprint = run_fingerprint(embedder, task)
         cache_file = cache.get_task_result_path(task.name, encoder.mteb_model_meta)
@@ -104,7 +101,10 @@ def evaluate_model(
             "scores_file": cache_file.relative_to(eval_dir).as_posix(),
             "evaluation_time_s": task_result.evaluation_time,
             "fingerprint": fingerprint,
+            "reused": reuse,
         }
+    log.info("%s model: %d task(s) in %.1f s wall time", embedder.role, len(tasks),
+             time.monotonic() - started)  # fmt: skip
     return out
 
 
@@ -129,13 +129,13 @@ def build_results(
                 "name": t.name,
                 "source": t.source,
                 "type": t.type,
-                "path": t.path,
+                "dataset": t.dataset,
                 "revision": t.task.metadata.dataset["revision"],
                 "languages": t.languages,
                 "main_score": t.main_score,
-                "query_prompt": t.query_prompt,
-                "document_prompt": t.prompts()[f"{t.name}-document"],
-                "prompt_source": t.prompt_source,
+                "query_prompt": t.instruction.query_prompt,
+                "document_prompt": t.instruction.document_prompt,
+                "prompt_source": t.instruction.source,
                 "size": t.size,
                 "results": {role: per_model[role][t.name] for role in per_model},
             }
@@ -146,9 +146,4 @@ def build_results(
 
 
 def write_results(eval_dir: Path, results: dict[str, Any]) -> Path:
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    path = eval_dir / RESULTS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(eval_dir / RESULTS_FILE, results)

@@ -12,12 +12,15 @@ import gc
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from kit.cli import StageError
 from kit.config import Config
+from kit.files import read_json_object
 from kit.paths import layout
+from kit.provenance import build_provenance, write_provenance
 from model_card.card import build_card
 from model_card.encoders import Embedder, build_base, load_trained
 from model_card.evaluation import (
@@ -28,8 +31,8 @@ from model_card.evaluation import (
     previous_fingerprints,
     write_results,
 )
-from model_card.local_tasks import spec_from_config
 from model_card.plot import plot_results
+from model_card.results import stage_results, staged_scores
 from model_card.tasks import EvalTask, local_eval_task, registry_eval_task
 
 log = logging.getLogger(__name__)
@@ -45,34 +48,29 @@ def read_training_record(model_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise StageError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise StageError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); the training stage did not "
+            "finish: run `make train` again"
+        ) from None
     if not isinstance(record, dict):
         raise StageError(f"{path}: expected a JSON object")
     return record
 
 
-def dataset_languages(dataset_dir: Path) -> list[str]:
-    """The languages the dataset card declares (the published artifact, not seeds' files)."""
-    readme = dataset_dir / "README.md"
-    if not readme.is_file():
-        return []
-    from huggingface_hub import DatasetCard
-
-    language = DatasetCard.load(readme).data.to_dict().get("language") or []
-    return [language] if isinstance(language, str) else list(language)
+def model_facts(model_dir: Path) -> dict[str, Any]:
+    """What the training stage recorded about the model's data (its provenance.json)."""
+    provenance = read_json_object(model_dir / "provenance.json") or {}
+    return provenance.get("facts") or {}
 
 
-def collect_tasks(config: Config, model_prompts: dict) -> tuple[list[EvalTask], list[dict]]:
+def collect_tasks(config: Config) -> tuple[list[EvalTask], list[dict]]:
     """Local tasks always; registry tasks only when a Hub is reachable (else listed as skipped)."""
     evaluation = config.evaluation
-    tasks = [
-        local_eval_task(spec_from_config(entry, evaluation.max_corpus), model_prompts)
-        for entry in evaluation.local_tasks
-    ]
+    tasks = [local_eval_task(task) for task in evaluation.local_tasks]
     skipped: list[dict[str, str]] = []
     if evaluation.mteb_tasks:
         if hub_reachable():
-            tasks += [registry_eval_task(name, model_prompts) for name in evaluation.mteb_tasks]
+            tasks += [registry_eval_task(name) for name in evaluation.mteb_tasks]
         else:
             log.warning("no Hub reachable: skipping registry tasks %s", evaluation.mteb_tasks)
             skipped = [
@@ -90,14 +88,33 @@ def collect_tasks(config: Config, model_prompts: dict) -> tuple[list[EvalTask], 
     return tasks, skipped
 
 
-def data_caveat(config: Config) -> str:
-    if config.generator.backend == "local":
+def data_caveat(facts: dict[str, Any]) -> str:
+    generator = facts.get("generator") or {}
+    if generator.get("bundled_small_model"):
         return (
-            f"This release used a very small local generator ({config.generator.model}), so "
-            "the data, and the model trained on it, are weak: it shows the pipeline working "
-            "end to end, not paper quality."
+            f"This release used a very small local generator ({generator.get('model')}), so "
+            "its synthetic data is weak: it shows the pipeline working end to end, not paper "
+            "quality."
         )
-    return f"The generator was {config.generator.model}."
+    if generator.get("model"):
+        return f"The generator was {generator['model']}."
+    return "The generator of the training data is not recorded."
+
+
+def base_reference(config: Config, record: dict[str, Any] | None) -> str | None:
+    """The base model to compare with: the record's, unless it names a local folder, whose
+    path a published record never holds (then ``evaluation.base_model``)."""
+    recorded = (record or {}).get("base_model") or ""
+    if config.evaluation.base_model:
+        return config.evaluation.base_model
+    if recorded and not recorded.startswith("local:"):
+        return recorded
+    if recorded:
+        log.warning(
+            "the base model %s is a local folder: set evaluation.base_model to its path to "
+            "compare against it", recorded
+        )  # fmt: skip
+    return None
 
 
 def run_evaluation(
@@ -108,7 +125,7 @@ def run_evaluation(
     fresh: bool,
 ) -> tuple[dict[str, Any] | None, str]:
     """Evaluate; return the results (or ``None``) and, when none, the reason the card gives."""
-    tasks, skipped = collect_tasks(config, dict(trained.model.prompts or {}))
+    tasks, skipped = collect_tasks(config)
     if not tasks:
         reason = (
             "None of the configured tasks could be run here."
@@ -117,11 +134,12 @@ def run_evaluation(
             "evaluation.mteb_tasks)."
         )
         return ({"tasks": [], "skipped": skipped} if skipped else None), reason
+    started = time.monotonic()
     previous = previous_fingerprints(load_results(eval_dir))
     batch = config.evaluation.batch_size
     per_model = {"trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh)}
     embedders = [trained]
-    base_ref = (record or {}).get("base_model")
+    base_ref = base_reference(config, record)
     if config.evaluation.evaluate_base and base_ref:
         max_length = int((record or {}).get("max_length") or trained.model.max_seq_length)
         base = build_base(base_ref, max_length)
@@ -130,8 +148,10 @@ def run_evaluation(
         del base
         gc.collect()
     elif config.evaluation.evaluate_base:
-        log.warning("no base_model in the training record: the base model is not evaluated")
+        log.warning("no base model to compare with: the base model is not evaluated")
     results = build_results(embedders, tasks, per_model, skipped)
+    results["wall_time_s"] = round(time.monotonic() - started, 1)
+    log.info("evaluation took %.1f s wall time", results["wall_time_s"])
     log.info("results written to %s", write_results(eval_dir, results))
     return results, ""
 
@@ -139,7 +159,7 @@ def run_evaluation(
 def main(config: Config, args: argparse.Namespace) -> None:
     paths = layout(str(config.path))
     model_dir, eval_dir = Path(paths["model_dir"]), Path(paths["eval_dir"])
-    repo_id = f"{config.hub.namespace}/{config.hub.model_repo}"
+    repo_id = config.hub.repo_id("model")
     record = read_training_record(model_dir)
     trained = load_trained(model_dir, repo_id)
     if getattr(args, "skip_eval", False):
@@ -148,21 +168,36 @@ def main(config: Config, args: argparse.Namespace) -> None:
         results, reason = run_evaluation(
             config, trained, record, eval_dir, getattr(args, "fresh", False)
         )
+    evaluated = bool(results and results.get("tasks"))
+    tasks = results["tasks"] if evaluated else []
+    stage_results(eval_dir, model_dir, [t["results"]["trained"]["scores_file"] for t in tasks])
     plot_path = model_dir / PLOT_FILE
-    if results and results.get("tasks"):
+    if evaluated:
         plot_results(results, plot_path)
     elif plot_path.exists():
         os.remove(plot_path)
+    facts = model_facts(model_dir)
     card = build_card(
         repo_id=repo_id,
         model=trained.model,
         training_record=record,
         results=results,
+        staged=staged_scores(model_dir),
         license_id=config.evaluation.model_license,
-        dataset_id=f"{config.hub.namespace}/{config.hub.dataset_repo}",
-        languages=dataset_languages(Path(paths["dataset_dir"])),
+        dataset_id=facts.get("dataset_repo_id") or config.hub.repo_id("dataset"),
+        languages=facts.get("languages") or [],
         not_evaluated_reason=reason,
-        data_caveat=data_caveat(config),
+        data_caveat=data_caveat(facts),
     )
     card.save(model_dir / "README.md")
+    write_provenance(
+        eval_dir,
+        build_provenance(
+            "model_card",
+            config,
+            ("evaluation",),
+            {"model": trained.revision},
+            {"tasks": [t["name"] for t in (results or {}).get("tasks", [])]},
+        ),
+    )
     log.info("model card written to %s", model_dir / "README.md")

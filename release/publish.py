@@ -10,7 +10,6 @@ failed commit is safe.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -21,6 +20,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
 
 from kit.cli import StageError
+from kit.retry import call_with_retries
 from release.staging import RepoPlan
 
 LOG = logging.getLogger("release")
@@ -45,23 +45,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def with_retries(action: Callable[[], T], retries: int, what: str) -> T:
     """Run ``action``, retrying server errors and dropped connections with backoff."""
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except (HfHubHTTPError, httpx2.TransportError) as exc:
-            if attempt == retries or not is_transient(exc):
-                raise
-            wait = min(2.0**attempt, 30.0)
-            LOG.warning("%s failed (%s); retry %d/%d in %.0fs", what, _status(exc), attempt + 1,
-                        retries, wait)  # fmt: skip
-            time.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-def _status(exc: BaseException) -> str:
-    if isinstance(exc, HfHubHTTPError) and exc.response is not None:
-        return f"HTTP {exc.response.status_code}"
-    return type(exc).__name__
+    return call_with_retries(action, retries, is_transient, what)
 
 
 def ensure_repo(api: HfApi, plan: RepoPlan, private: bool, retries: int) -> str:

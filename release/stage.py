@@ -21,21 +21,17 @@ import kit
 from kit.cli import StageError
 from kit.config import Config
 from kit.logs import redact
+from kit.paths import hub_endpoint
 from release.publish import PushResult, push_repo, with_retries
 from release.staging import RepoPlan, describe, plan_release
 
 LOG = logging.getLogger("release")
-DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="list what would be pushed, even with a token"
     )
-
-
-def hub_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 def config_digest(path: Path) -> str:

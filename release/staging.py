@@ -13,14 +13,14 @@ from huggingface_hub.utils import filter_repo_objects
 from tqdm import tqdm
 
 from kit.cli import StageError
-from kit.config import Config
+from kit.config import REPO_KINDS, Config
 from kit.paths import layout
 
 ALLOW_PATTERNS: dict[str, tuple[str, ...]] = {
-    "dataset": ("README.md", "data/*.parquet", "*.png"),
+    "dataset": ("README.md", "data/*.parquet", "*.png", "provenance.json"),
     "model": (
         "README.md",
-        "*.json",  # config, tokenizer, modules, 1_Pooling/config.json, training_record.json
+        "*.json",  # config, tokenizer, modules, pooling, record, provenance, results/**
         "*.safetensors",
         "tokenizer.model",
         "*.txt",  # merges.txt / vocab.txt of BPE and WordPiece tokenizers
@@ -115,14 +115,9 @@ def plan_repo(kind: str, repo_id: str, folder: Path) -> RepoPlan:
 def plan_release(config: Config, config_path: str | Path) -> list[RepoPlan]:
     """The three repos of a release, in push order (data before the model that cites it)."""
     places = layout(str(config_path))
-    hub = config.hub
-    targets = (
-        ("dataset", hub.dataset_repo, places["dataset_dir"]),
-        ("model", hub.model_repo, places["model_dir"]),
-        ("space", hub.space_repo, places["space_dir"]),
-    )
     return [
-        plan_repo(kind, f"{hub.namespace}/{name}", Path(where)) for kind, name, where in targets
+        plan_repo(kind, config.hub.repo_id(kind), Path(places[f"{kind}_dir"]))
+        for kind in REPO_KINDS
     ]
 
 

@@ -141,7 +141,7 @@ def test_second_run_reuses_cache_and_reevaluates_changed_data(evaluated: dict) -
         for t in evaluated["results"]["tasks"]
     }
     stamps = {name: path.stat().st_mtime_ns for name, path in files.items()}
-    sts_path = Path(evaluated["results"]["tasks"][1]["path"])
+    sts_path = evaluated["root"] / "data" / "sts.tsv"
     original = sts_path.read_text(encoding="utf-8")
     try:
         sts_path.write_text(original.replace("\t4\n", "\t3\n"), encoding="utf-8")
@@ -172,6 +172,7 @@ def test_card_snippets_run_and_match_the_kit(tiny_st_model_dir: Path) -> None:
         model=model,
         training_record=None,
         results=None,
+        staged={},
         license_id="apache-2.0",
         dataset_id=None,
         languages=[],

@@ -7,17 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from model_card.local_tasks import (
-    LocalTaskError,
-    LocalTaskSpec,
-    load_retrieval,
-    load_sts,
-)
+from kit.evalsets import EvalSetError, LocalTask, load_retrieval, load_sts
 from tests.model_card_fixtures import write_beir, write_sts
 
 
-def _retrieval(folder: Path, **caps: int) -> LocalTaskSpec:
-    return LocalTaskSpec(name="T", type="retrieval", path=folder, **caps)
+def _retrieval(folder: Path, **caps: int) -> LocalTask:
+    return LocalTask(name="T", type="retrieval", path=folder, **caps)
 
 
 def _replace_line(path: Path, line_no: int, text: str) -> None:
@@ -57,7 +52,7 @@ def test_malformed_beir_folder_names_file_and_line(
     target = folder / file_name
     _replace_line(target, line_no, bad)
     before = target.read_bytes()
-    with pytest.raises(LocalTaskError) as info:
+    with pytest.raises(EvalSetError) as info:
         load_retrieval(_retrieval(folder))
     assert str(info.value).startswith(f"{target}{expected}")
     assert target.read_bytes() == before  # the loader only reads
@@ -66,7 +61,7 @@ def test_malformed_beir_folder_names_file_and_line(
 def test_missing_beir_file_is_named(tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "beir")
     (folder / "qrels" / "test.tsv").unlink()
-    with pytest.raises(LocalTaskError) as info:
+    with pytest.raises(EvalSetError) as info:
         load_retrieval(_retrieval(folder))
     assert str(info.value) == (
         f"{folder / 'qrels' / 'test.tsv'}: file not found (a BEIR folder needs qrels/test.tsv)"
@@ -76,7 +71,7 @@ def test_missing_beir_file_is_named(tmp_path: Path) -> None:
 def test_empty_corpus_is_rejected(tmp_path: Path) -> None:
     folder = write_beir(tmp_path / "beir")
     (folder / "corpus.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(LocalTaskError, match=r"corpus\.jsonl: no records$"):
+    with pytest.raises(EvalSetError, match=r"corpus\.jsonl: no records$"):
         load_retrieval(_retrieval(folder))
 
 
@@ -94,8 +89,8 @@ def test_malformed_sts_file_names_file_and_line(
 ) -> None:
     path = write_sts(tmp_path / "sts.tsv")
     _replace_line(path, line_no, bad)
-    with pytest.raises(LocalTaskError) as info:
-        load_sts(LocalTaskSpec(name="S", type="sts", path=path))
+    with pytest.raises(EvalSetError) as info:
+        load_sts(LocalTask(name="S", type="sts", path=path))
     assert str(info.value).startswith(f"{path}{expected}")
 
 
@@ -105,7 +100,7 @@ def test_sts_reads_csv_quoting_and_any_column_order(tmp_path: Path) -> None:
         'score\tsentence2\tsentence1\n4.5\t"He said ""yes""."\tA yes.\n0\tfar\tnear\n',
         encoding="utf-8",
     )
-    data = load_sts(LocalTaskSpec(name="S", type="sts", path=path))
+    data = load_sts(LocalTask(name="S", type="sts", path=path))
     assert data.pairs[0] == {"sentence1": "A yes.", "sentence2": 'He said "yes".', "score": 4.5}
     assert data.total_pairs == 2
 
@@ -128,7 +123,7 @@ def test_cross_lingual_corpus_path(tmp_path: Path) -> None:
     corpus_folder.mkdir()
     docs = [json.dumps({"_id": f"d{i}", "text": f"english doc {i}"}) for i in range(12)]
     (corpus_folder / "corpus.jsonl").write_text("\n".join(docs) + "\n", encoding="utf-8")
-    spec = LocalTaskSpec(name="X", type="retrieval", path=queries_folder, corpus_path=corpus_folder)
+    spec = LocalTask(name="X", type="retrieval", path=queries_folder, corpus_path=corpus_folder)
     data = load_retrieval(spec)
     assert data.corpus[0]["text"] == "english doc 0"
     assert len(data.queries) == 8

@@ -30,10 +30,10 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         from training.loss import BucketedCachedInfoNCELoss
-        from training.model import build_embedder
-        from training.prompts import build_prompts
+        from kit.embedder import build_embedder
+        from kit.instructions import release_prompts
 
-        model = build_embedder(base, 32, build_prompts()).eval()
+        model = build_embedder(base, 32, release_prompts()).eval()
         half = len(ANCHORS) // WORLD
         rows = slice(rank * half, (rank + 1) * half)
         columns = [model.preprocess(texts[rows]) for texts in (ANCHORS, POSITIVES, NEGATIVES)]
@@ -50,14 +50,14 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
 @pytest.mark.slow
 def test_each_worker_scores_its_anchors_against_all_workers_documents(tiny_model_dirs, tmp_path):
     from training.distributed import free_port
-    from training.model import build_embedder
-    from training.prompts import build_prompts
+    from kit.embedder import build_embedder
+    from kit.instructions import release_prompts
 
     base = str(tiny_model_dirs["qwen2"])
     torch.multiprocessing.spawn(
         _worker, args=(base, free_port(), str(tmp_path)), nprocs=WORLD, join=True
     )
-    model = build_embedder(base, 32, build_prompts()).eval()
+    model = build_embedder(base, 32, release_prompts()).eval()
     anchors = model.encode(ANCHORS, convert_to_tensor=True)
     documents = model.encode(POSITIVES + NEGATIVES, convert_to_tensor=True)
     logits = anchors @ documents.T * 50.0

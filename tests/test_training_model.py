@@ -9,8 +9,9 @@ import torch
 
 from tests.training_helpers import FAMILIES
 from training.loss import BucketedCachedInfoNCELoss
-from training.model import add_lora, build_embedder, lora_state_dict
-from training.prompts import build_prompts
+from kit.embedder import build_embedder
+from training.model import add_lora, lora_state_dict
+from kit.instructions import release_prompts
 
 MAX_LENGTH = 12
 TEXTS = [
@@ -42,7 +43,7 @@ def hand_embeddings(model_dir: Path, texts: list[str], max_length: int) -> torch
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 def test_embedding_is_the_hidden_state_at_eos(tiny_model_dirs, family, padding_side):
-    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, build_prompts())
+    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, release_prompts())
     model.tokenizer.padding_side = padding_side
     features = model.preprocess(TEXTS)
     lengths = features["attention_mask"].sum(dim=1)
@@ -60,7 +61,7 @@ def test_bos_is_kept_where_the_base_adds_it(tiny_model_dirs, family):
     from transformers import AutoTokenizer
 
     base = AutoTokenizer.from_pretrained(tiny_model_dirs[family])
-    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, build_prompts())
+    model = build_embedder(str(tiny_model_dirs[family]), MAX_LENGTH, release_prompts())
     ids = model.tokenizer("ocean")["input_ids"]
     assert ids == base("ocean")["input_ids"] + [base.eos_token_id]
     assert model.tokenizer.pad_token is not None
@@ -69,12 +70,15 @@ def test_bos_is_kept_where_the_base_adds_it(tiny_model_dirs, family):
 def test_reload_gives_identical_embeddings_and_prompts(tiny_model_dirs, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    prompts = build_prompts([{"name": "MyRetrieval", "type": "retrieval", "instruction": "Do x"}])
+    prompts = release_prompts()
     model = build_embedder(str(tiny_model_dirs["mistral"]), MAX_LENGTH, prompts)
     model.save(str(tmp_path / "m"))
     reloaded = SentenceTransformer(str(tmp_path / "m"))
     assert reloaded.prompts == prompts
-    assert reloaded.prompts["MyRetrieval-query"] == "Instruct: Do x\nQuery: "
+    assert reloaded.prompts["SciFact-query"] == (
+        "Instruct: Given a scientific claim, retrieve documents that support or refute the "
+        "claim\nQuery: "
+    )
     assert reloaded.prompts["document"] == ""
     assert reloaded.prompts["STS"].startswith("Instruct: ")
     assert "Retrieval" not in reloaded.prompts, "documents of retrieval tasks take no instruction"
@@ -101,7 +105,7 @@ def test_merged_lora_equals_adapter_model_and_differs_from_base(tiny_model_dirs,
     from training.export import merged_embedder
 
     base_dir = str(tiny_model_dirs["gemma3"])
-    prompts = build_prompts()
+    prompts = release_prompts()
     base = build_embedder(base_dir, MAX_LENGTH, prompts)
     adapter_model = build_embedder(base_dir, MAX_LENGTH, prompts)
     add_lora(adapter_model, 16, 32, 0.0)
@@ -138,7 +142,7 @@ def test_loss_is_infonce_at_temperature_002(tiny_model_dirs):
         CachedMultipleNegativesRankingLoss,
     )
 
-    model = build_embedder(str(tiny_model_dirs["qwen2"]), MAX_LENGTH, build_prompts()).eval()
+    model = build_embedder(str(tiny_model_dirs["qwen2"]), MAX_LENGTH, release_prompts()).eval()
     anchors = model.encode(ANCHORS, convert_to_tensor=True)
     docs = model.encode(POSITIVES + NEGATIVES, convert_to_tensor=True)
     logits = (anchors @ docs.T) / 0.02
@@ -156,7 +160,7 @@ def test_loss_is_infonce_at_temperature_002(tiny_model_dirs):
 def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, bucketing):
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, build_prompts())
+    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, release_prompts())
     add_lora(model, 4, 8, 0.0)
     _randomize_lora(model)
 
@@ -177,7 +181,7 @@ def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, buck
 def test_bucketing_sorts_mini_batches_by_length(tiny_model_dirs):
     from training.loss import _sort_by_length
 
-    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, build_prompts())
+    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, release_prompts())
     feature = model.preprocess(ANCHORS)
     sorted_feature, inverse = _sort_by_length(feature)
     lengths = sorted_feature["attention_mask"].sum(dim=1)
@@ -201,7 +205,7 @@ def test_bucketing_cuts_the_padded_positions_the_decoder_runs(tiny_model_dirs, b
 
     base = tiny_model_dirs["gemma3"]
     assert AutoTokenizer.from_pretrained(base).padding_side == "left"
-    model = build_embedder(str(base), 64, build_prompts())
+    model = build_embedder(str(base), 64, release_prompts())
     assert model.tokenizer.padding_side == "right"
     short, long = "ocean", " ".join(["the river passage of the mountain city"] * 3)
     anchors = [f"{short} {i}" if i % 2 else f"{long} {i}" for i in range(8)]

@@ -10,8 +10,8 @@ import torch
 
 from tests.training_fixtures import write_learnable_dataset
 from tests.training_helpers import run_training, training_section
-from training.model import build_embedder
-from training.prompts import build_prompts
+from kit.embedder import build_embedder
+from kit.instructions import release_prompts
 
 RECORD_FIELDS = {
     "base_model",
@@ -47,16 +47,6 @@ def trained(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
             {
                 "project": {"build_dir": str(root / "build"), "runs_dir": str(root / "runs")},
                 "training": training_section(tiny_model_dirs["gemma3"], dataset),
-                "evaluation": {
-                    "local_tasks": [
-                        {
-                            "name": "TinySTS",
-                            "type": "sts",
-                            "path": str(root),
-                            "instruction": "Same?",
-                        }
-                    ]
-                },
             }
         ),
         encoding="utf-8",
@@ -89,10 +79,10 @@ def test_release_folder_is_a_plain_sentence_transformer(trained, tiny_model_dirs
     prompts = st_config["prompts"]
     assert prompts["document"] == ""
     assert prompts["Retrieval-query"].startswith("Instruct: ")
-    assert prompts["TinySTS"] == "Instruct: Same?\nQuery: "
+    assert prompts == release_prompts()  # the kit's one instruction table, nothing else
     model = SentenceTransformer(str(folder))
     assert model.tokenizer("ocean")["input_ids"][-1] == model.tokenizer.eos_token_id
-    base = build_embedder(str(tiny_model_dirs["gemma3"]), 96, build_prompts())
+    base = build_embedder(str(tiny_model_dirs["gemma3"]), 96, release_prompts())
     texts = ["search river", "ocean mountain city"]
     trained_emb = model.encode(texts, convert_to_tensor=True)
     assert (trained_emb - base.encode(texts, convert_to_tensor=True)).abs().max() > 1e-2

@@ -1,27 +1,28 @@
 """Training pairs from the published dataset, read the way a user reads it from the Hub.
 
-Rows with a hard negative and rows without become two datasets in a dict, so every batch
-has one shape (``anchor, positive, negative_1`` or ``anchor, positive``): a list column of
-negatives would be encoded as one concatenated text, and a missing negative cannot be
-mixed into a batch that has them. The instruction is written into the anchor text; the
-documents carry none.
+Rows are grouped by how many hard negatives they have (none, the generated one, or that
+one plus mined ``negative_2..n``), one dataset per group, so every batch has one shape
+(``anchor, positive, negative_1..k``): a list column of negatives would be encoded as one
+concatenated text, and a missing negative cannot be mixed into a batch that has them. The
+instruction is written into the anchor text; the documents carry none.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kit.cli import StageError
-from training.prompts import instruct
+from kit.config import ExtraDataset
+from kit.files import digest_files, read_json_object
+from kit.instructions import instruct
+from kit.provenance import PROVENANCE_FILE
+from kit.schema import MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
 
 REQUIRED_COLUMNS = ("task_definition", "query", "positive", "negative")
-EXTRA_REQUIRED_COLUMNS = ("query", "positive")
-EXTRA_KEYS = ("path", "task_definition", "config", "split")
+DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv", ".gz")
 
 
 @dataclass(frozen=True)
@@ -47,27 +48,41 @@ def _check_columns(split: Any, required: tuple[str, ...], where: str) -> None:
         )
 
 
-def _pairs(split: Any, task_definition: str | None = None) -> dict[str, Any]:
-    """Split one source into with/without-negative datasets of anchor/positive[/negative_1]."""
+def shape_name(negatives: int) -> str:
+    if negatives == 0:
+        return "without_negative"
+    return "with_negative" if negatives == 1 else f"with_{negatives}_negatives"
+
+
+def _negative_columns(split: Any, first: str) -> list[str]:
+    """The hard negative, then any mined ``negative_2..n`` columns, in order."""
+    mined = sorted(
+        (c for c in split.column_names if c.startswith(MINED_NEGATIVE_PREFIX)),
+        key=lambda c: int(c.removeprefix(MINED_NEGATIVE_PREFIX)),
+    )
+    return ([first] if first and first in split.column_names else []) + mined
+
+
+def _pairs(
+    split: Any,
+    task_definition: str | None = None,
+    query: str = "query",
+    positive: str = "positive",
+    negative: str = "negative",
+) -> dict[str, Any]:
+    """Split one source by how many negatives a row has, as anchor/positive/negative_1..k."""
     from datasets import Dataset
 
-    with_negative: dict[str, list[str]] = {"anchor": [], "positive": [], "negative_1": []}
-    without_negative: dict[str, list[str]] = {"anchor": [], "positive": []}
-    has_negative = "negative" in split.column_names
+    negative_columns = _negative_columns(split, negative)
+    groups: dict[int, dict[str, list[str]]] = {}
     for row in split:
-        anchor = anchor_text(task_definition or row["task_definition"], row["query"])
-        negative = row["negative"] if has_negative else None
-        target = with_negative if negative else without_negative
-        target["anchor"].append(anchor)
-        target["positive"].append(row["positive"])
-        if negative:
-            target["negative_1"].append(negative)
-    out = {}
-    if with_negative["anchor"]:
-        out["with_negative"] = Dataset.from_dict(with_negative)
-    if without_negative["anchor"]:
-        out["without_negative"] = Dataset.from_dict(without_negative)
-    return out
+        negatives = [row[c] for c in negative_columns if row[c]]
+        group = groups.setdefault(len(negatives), {"anchor": [], "positive": []})
+        group["anchor"].append(anchor_text(task_definition or row["task_definition"], row[query]))
+        group["positive"].append(row[positive])
+        for index, text in enumerate(negatives, start=1):
+            group.setdefault(f"negative_{index}", []).append(text)
+    return {shape_name(k): Dataset.from_dict(groups[k]) for k in sorted(groups)}
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -81,18 +96,35 @@ def dataset_revision(source: str) -> str:
     """A content hash of a local dataset folder's data files, or the Hub id's commit if known."""
     folder = Path(source)
     if folder.is_dir():
-        digest = hashlib.sha256()
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix in (".parquet", ".json", ".jsonl", ".csv"):
-                digest.update(str(path.relative_to(folder)).encode())
-                digest.update(path.read_bytes())
-        return f"sha256:{digest.hexdigest()}"
+        data = [
+            path
+            for path in folder.rglob("*")
+            if path.is_file()
+            and path.suffix in DATA_SUFFIXES
+            and path.relative_to(folder).as_posix() != PROVENANCE_FILE
+        ]
+        return f"sha256:{digest_files(folder, data)}"
     try:
         from huggingface_hub import HfApi
 
         return HfApi().dataset_info(source).sha or "unknown"
     except Exception:  # noqa: BLE001 - offline or private: the record says so instead
         return "unknown"
+
+
+def dataset_provenance(source: str) -> dict[str, Any]:
+    """The dataset's own ``provenance.json`` (local folder or Hub repo); empty when it has
+    none, as a dataset made elsewhere may not."""
+    folder = Path(source)
+    if folder.is_dir():
+        return read_json_object(folder / PROVENANCE_FILE) or {}
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(source, PROVENANCE_FILE, repo_type="dataset")
+    except Exception:  # noqa: BLE001 - offline, private or absent: the facts stay unknown
+        return {}
+    return read_json_object(Path(path)) or {}
 
 
 def _load(source: str, config_name: str) -> Any:
@@ -109,33 +141,29 @@ def _load(source: str, config_name: str) -> Any:
         raise StageError(f"cannot load dataset {source!r} config {config_name!r}: {exc}") from None
 
 
-def load_training_data(source: str, extra_datasets: list[Mapping[str, str]]) -> TrainingData:
+def load_training_data(source: str, extra_datasets: list[ExtraDataset]) -> TrainingData:
     """Read ``default`` (train and validation) and any extra labelled sets; check columns."""
-    corpus = _load(source, "default")
+    corpus = _load(source, UNIFIED_CONFIG)
     if "train" not in corpus:
         raise StageError(f"dataset {source!r} has no 'train' split")
     for name, split in corpus.items():
         _check_columns(split, REQUIRED_COLUMNS, f"dataset {source!r} split {name!r}")
-    extras = []
-    for i, extra in enumerate(extra_datasets):
-        unknown = sorted(set(extra) - set(EXTRA_KEYS))
-        if unknown:
-            raise StageError(
-                f"training.extra_datasets[{i}]: unknown key {unknown[0]} "
-                f"(allowed: {', '.join(EXTRA_KEYS)})"
-            )
-        loaded = _load(extra["path"], extra.get("config", "default"))
-        split_name = extra.get("split", "train")
-        if split_name not in loaded:
-            raise StageError(f"extra dataset {extra['path']!r} has no split {split_name!r}")
-        _check_columns(
-            loaded[split_name], EXTRA_REQUIRED_COLUMNS, f"extra dataset {extra['path']!r}"
-        )
-        extras.append((loaded[split_name], extra["task_definition"]))
-
     train = _pairs(corpus["train"])
-    for split, task_definition in extras:
-        _merge(train, _pairs(split, task_definition))
+    for extra in extra_datasets:
+        loaded = _load(extra.path, extra.config)
+        if extra.split not in loaded:
+            raise StageError(f"extra dataset {extra.path!r} has no split {extra.split!r}")
+        split = loaded[extra.split]
+        columns = (extra.query_column, extra.positive_column)
+        columns += (extra.negative_column,) if extra.negative_column else ()
+        _check_columns(split, columns, f"extra dataset {extra.path!r}")
+        _merge(
+            train,
+            _pairs(
+                split, extra.task_definition, extra.query_column, extra.positive_column,
+                extra.negative_column,
+            ),
+        )  # fmt: skip
     if not train:
         raise StageError(f"dataset {source!r} has no training rows")
     validation = _pairs(corpus["validation"]) if "validation" in corpus else {}

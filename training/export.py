@@ -7,23 +7,17 @@ shards, and reading them is how other projects saved empty or base-equal models.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from training.model import add_lora, build_embedder, merge_lora
+import kit
+from kit.embedder import build_embedder
+from kit.files import atomic_write_json
+from kit.provenance import write_provenance
+from training.model import add_lora, merge_lora
 
-
-def kit_version() -> str:
-    try:
-        return metadata.version("synthembed")
-    except metadata.PackageNotFoundError:
-        import tomllib
-
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+RECORD_FILE = "training_record.json"
 
 
 def merged_embedder(
@@ -46,15 +40,20 @@ def merged_embedder(
     return model
 
 
-def save_release(model: Any, out_dir: Path, record: dict[str, Any]) -> None:
-    """Save safetensors, tokenizer and prompts; the record is written last, as the done-marker."""
+def save_release(
+    model: Any, out_dir: Path, record: dict[str, Any], provenance: dict[str, Any]
+) -> None:
+    """Save safetensors, tokenizer and prompts; the record is written last, as the done-marker.
+
+    A kill at any point before the record lands leaves a folder without a record, which the
+    next run (and every reader) treats as unfinished.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "training_record.json").unlink(missing_ok=True)
+    (out_dir / RECORD_FILE).unlink(missing_ok=True)
     model.save(str(out_dir), safe_serialization=True, create_model_card=False)
-    record = {**record, "kit_version": kit_version(), "finished_at": _now()}
-    (out_dir / "training_record.json").write_text(
-        json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-    )
+    write_provenance(out_dir, provenance)
+    record = {**record, "kit_version": kit.__version__, "finished_at": _now()}
+    atomic_write_json(out_dir / RECORD_FILE, record)
 
 
 def _now() -> str:

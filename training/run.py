@@ -18,19 +18,24 @@ from typing import Any
 from kit.bundled import resolve_model
 from kit.cli import StageError
 from kit.config import Config, TrainingSection
+from kit.embedder import RECIPE, build_embedder, check_base_tokenizer
+from kit.files import read_json_object
+from kit.instructions import release_prompts
 from kit.paths import layout
+from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
-from training.data import load_training_data
+from training.data import TrainingData, dataset_provenance, dataset_revision, load_training_data
 from training.evaluation import retrieval_accuracy
-from training.export import merged_embedder, save_release
+from training.export import RECORD_FILE, merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
-from training.model import add_lora, build_embedder, check_base_tokenizer, lora_state_dict
+from training.model import add_lora, lora_state_dict
 from training.precision import resolve_precision
-from training.prompts import build_prompts
 from training.sampler import StepAlignedProportionalBatchSampler
 from training.trainer import EmbedderTrainer
 
 log = logging.getLogger(__name__)
+# Recorded elsewhere in the record, by their public names only.
+NOT_HYPERPARAMETERS = ("base_model", "dataset", "extra_datasets", "deepspeed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,9 +79,14 @@ def main(config: Config, args: argparse.Namespace) -> None:
         )
     per_device_batch = _check_batch_shape(cfg, cfg.num_processes)
     source = cfg.dataset or paths["dataset_dir"]
+    provenance = expected_provenance(config, source)
+    model_dir = Path(paths["model_dir"])
+    if not args.fresh and _is_up_to_date(model_dir, provenance):
+        log.info("%s is up to date with its dataset and [training]: nothing to do", model_dir)
+        return
     data = load_training_data(source, cfg.extra_datasets)
     base_path = resolve_model(cfg.base_model)
-    prompts = build_prompts(config.evaluation.local_tasks)
+    prompts = release_prompts()
     check_base_tokenizer(base_path)
 
     if cfg.num_processes > 1 and not distributed.is_launched():
@@ -88,18 +98,49 @@ def main(config: Config, args: argparse.Namespace) -> None:
         distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
         return
     distributed.check_world_size(cfg.num_processes)
-    train(config, args, data, base_path, prompts, precision, per_device_batch, paths)
+    train(config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance)
+
+
+def expected_provenance(config: Config, source: str) -> dict[str, Any]:
+    """What the release would be made from: the dataset's data, the extra sets, [training]."""
+    cfg = config.training
+    upstream = dataset_provenance(source)
+    inputs = {
+        "dataset": dataset_revision(source),
+        "extra_datasets": [dataset_revision(extra.path) for extra in cfg.extra_datasets],
+    }
+    facts = {
+        "dataset": public_name(source),
+        "dataset_repo_id": upstream.get("facts", {}).get("repo_id"),
+        "generator": upstream.get("facts", {}).get("generator"),
+        "extra_datasets": [
+            {"dataset": public_name(extra.path), "task_definition": extra.task_definition}
+            for extra in cfg.extra_datasets
+        ],
+        "base_model": public_name(cfg.base_model),
+        "recipe": RECIPE,
+        "max_length": cfg.max_length,
+    }
+    return build_provenance("training", config, ("training",), inputs, facts)
+
+
+def _is_up_to_date(model_dir: Path, provenance: dict[str, Any]) -> bool:
+    """The release was made from these inputs and finished (its record is readable)."""
+    return read_json_object(model_dir / RECORD_FILE) is not None and is_current(
+        model_dir, provenance
+    )
 
 
 def train(
     config: Config,
     args: argparse.Namespace,
-    data: Any,
+    data: TrainingData,
     base_path: str,
     prompts: dict[str, str],
     precision: str,
     per_device_batch: int,
     paths: dict[str, str],
+    provenance: dict[str, Any],
 ) -> None:
     """Fine-tune the base model as an embedder and write the release folder."""
     from sentence_transformers.base.sampler import BatchSamplers
@@ -180,11 +221,12 @@ def train(
         base_path, cfg.max_length, prompts, _lora_settings(cfg), adapter_state
     )
     record = {
-        "base_model": cfg.base_model,
-        "dataset": data.source,
+        "base_model": public_name(cfg.base_model),
+        "dataset": provenance["facts"]["dataset_repo_id"] or public_name(data.source),
         "dataset_revision": data.revision,
+        "extra_datasets": provenance["facts"]["extra_datasets"],
         "hyperparameters": {
-            **{k: v for k, v in asdict(cfg).items() if k not in ("base_model", "dataset")},
+            **{k: v for k, v in asdict(cfg).items() if k not in NOT_HYPERPARAMETERS},
             "loss": "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
             "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
         },
@@ -194,14 +236,14 @@ def train(
         "final_loss": _final_loss(trainer),
         "max_length": cfg.max_length,
         "precision": precision,
-        "deepspeed": _deepspeed_summary(cfg.deepspeed, ds_config),
+        "deepspeed": _deepspeed_summary(public_name(cfg.deepspeed), ds_config),
         "world_size": distributed.world_size(),
-        "resumed_from": resume,
+        "resumed_from": Path(resume).name if resume else None,
         "train_rows": {k: len(v) for k, v in data.train.items()},
         "validation_accuracy_before": accuracy_before,
         "validation_accuracy_after": accuracy_after,
     }
-    save_release(release, Path(paths["model_dir"]), record)
+    save_release(release, Path(paths["model_dir"]), record, provenance)
     log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], output.global_step, runtime)
 
 
