@@ -1,74 +1,103 @@
 # Two commands do everything: `make release` and `make test`. Both build .venv first.
-# Targets depend on files, so an interrupted `make release` continues where it stopped;
-# each stage also resumes on its own (seeds never re-requests an accepted item).
+#
+# Each stage's target is a stamp under build/.stamps that make touches once the stage has
+# finished, so an interrupted `make release` continues where it stopped (and every stage
+# also resumes on its own). A stage depends on the stamps of the config sections it reads,
+# which are rewritten only when a section's resolved values change: editing [training]
+# retrains, editing [evaluation] re-evaluates, touching the config reruns nothing.
 
 CONFIG ?= configs/default.toml
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
-EXTRAS ?= dev,local,deepspeed
+INSTALLED := $(VENV)/.installed
+EXTRAS ?= dev,local,deepspeed,export
 
 layout = $(shell $(PYTHON) -m kit.paths $(CONFIG) $(1))
-RUN_DIR := $(call layout,run_dir)
-DATASET_DIR := $(call layout,dataset_dir)
-MODEL_DIR := $(call layout,model_dir)
-SPACE_DIR := $(call layout,space_dir)
+STAMPS := $(call layout,stamp_dir)
+RELEASE_MODE := $(call layout,release_mode)
+# Refresh the section stamps before make compares any dates.
+SECTION_STAMPS := $(shell $(PYTHON) -m kit.stamps $(CONFIG) $(STAMPS))
+sections = $(patsubst %,$(STAMPS)/%.sha256,project $(1))
+code = $(wildcard $(1)/*.py) $(wildcard kit/*.py)
 
-.PHONY: all release test bench lint browser generate dataset train evaluate space push clean
+.PHONY: all release test bench bench-quality demo lint browser generate dataset train evaluate \
+	space push clean
 
 all: release
 
-$(STAMP): pyproject.toml
+$(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -e ".[$(EXTRAS)]"
 	touch $@
 
-$(VENV): $(STAMP)
+$(VENV): $(INSTALLED)
 
-# seeds rewrites run.json even when interrupted, so a stamp marks a run that finished.
-$(RUN_DIR)/.generated: $(STAMP) $(CONFIG) $(wildcard seeds/*.py seeds/templates/*.json)
+$(STAMPS)/generate.done: $(call sections,generator generation quality) $(call code,seeds) \
+		$(wildcard seeds/templates/*.json) | $(INSTALLED)
 	$(PY) -m seeds --config $(CONFIG)
 	touch $@
 
-$(DATASET_DIR)/README.md: $(RUN_DIR)/.generated $(wildcard dataset_builder/*.py)
+$(STAMPS)/dataset.done: $(STAMPS)/generate.done $(call sections,hub dataset) \
+		$(call code,dataset_builder)
 	$(PY) -m dataset_builder --config $(CONFIG)
+	touch $@
 
-$(MODEL_DIR)/training_record.json: $(DATASET_DIR)/README.md $(wildcard training/*.py)
+$(STAMPS)/train.done: $(STAMPS)/dataset.done $(call sections,training) $(call code,training)
 	$(PY) -m training --config $(CONFIG)
+	touch $@
 
-$(MODEL_DIR)/README.md: $(MODEL_DIR)/training_record.json $(CONFIG) $(wildcard model_card/*.py model_card/*.json model_card/*.md)
+$(STAMPS)/evaluate.done: $(STAMPS)/train.done $(call sections,hub evaluation) \
+		$(call code,model_card) $(wildcard model_card/*.md)
 	$(PY) -m model_card --config $(CONFIG)
+	touch $@
 
-$(SPACE_DIR)/app.py: $(MODEL_DIR)/README.md $(wildcard space/*.py)
+$(STAMPS)/space.done: $(call sections,hub space) $(call code,space) $(wildcard space/demo/*) \
+		| $(INSTALLED)
 	$(PY) -m space --config $(CONFIG)
+	touch $@
 
-generate: $(RUN_DIR)/.generated
-dataset: $(DATASET_DIR)/README.md
-train: $(MODEL_DIR)/training_record.json
-evaluate: $(MODEL_DIR)/README.md
-space: $(SPACE_DIR)/app.py
+# Staging without a token and pushing to a Hub are different targets: setting HF_TOKEN
+# (or HF_ENDPOINT) later still pushes.
+$(STAMPS)/release-$(RELEASE_MODE).done: $(STAMPS)/dataset.done $(STAMPS)/evaluate.done \
+		$(STAMPS)/space.done $(call sections,hub) $(call code,release)
+	$(PY) -m release --config $(CONFIG)
+	touch $@
 
-push: $(SPACE_DIR)/app.py
+# A stamp the config could not produce: the next stage reports why, as one line.
+$(STAMPS)/%.sha256: ;
+
+generate: $(STAMPS)/generate.done
+dataset: $(STAMPS)/dataset.done
+train: $(STAMPS)/train.done
+evaluate: $(STAMPS)/evaluate.done
+space: $(STAMPS)/space.done
+release: $(STAMPS)/release-$(RELEASE_MODE).done
+
+push: $(STAMPS)/dataset.done $(STAMPS)/evaluate.done $(STAMPS)/space.done
 	$(PY) -m release --config $(CONFIG)
 
-release: push
+demo: $(STAMPS)/evaluate.done $(STAMPS)/space.done
+	$(PY) -m space.demo_server --config $(CONFIG)
 
 # The Space's browser test drives Debian's headless Chromium through chromedriver.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -q && apt-get install -y -q chromium chromium-driver fonts-noto-cjk)
 
-test: $(STAMP) browser
+test: $(INSTALLED) browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
 
-lint: $(STAMP)
+lint: $(INSTALLED)
 	$(PY) -m ruff check .
 
-bench: $(STAMP)
+bench: $(INSTALLED)
 	$(PY) -m bench --config $(CONFIG)
 
+bench-quality: $(INSTALLED)
+	$(PY) -m bench --config $(CONFIG) --only quality
+
 clean:
-	rm -rf $(call layout,build_dir) $(RUN_DIR) .pytest_cache
+	rm -rf $(call layout,build_dir) $(call layout,run_dir) .pytest_cache

@@ -143,3 +143,87 @@ def test_cli_subprocess_exit_code(write_config: Callable[..., Path], tmp_path: P
     )
     assert f"{good}: valid" in result.stdout
     assert str(tmp_path / "build") + "/model" in result.stdout
+
+
+STAGE_MAINS = {
+    "seeds": "seeds.main",
+    "dataset_builder": "dataset_builder.__main__",
+    "training": "training.run",
+    "model_card": "model_card.stage",
+    "space": "space.__main__",
+    "release": "release.stage",
+}
+
+
+def _bad_local_task(tmp_path: Path, kind: str) -> tuple[dict, str]:
+    """A local task entry that is missing or malformed, and the exact message it must get."""
+    folder = tmp_path / "sets"
+    folder.mkdir(exist_ok=True)
+    if kind == "missing-folder":
+        path = folder / "nope"
+        entry = {"name": "X", "type": "retrieval", "path": str(path)}
+        return entry, (
+            f"evaluation.local_tasks[0].path: {path}: not a folder (a BEIR folder holds "
+            "corpus.jsonl, queries.jsonl and qrels/test.tsv)"
+        )
+    if kind == "beir-bad-json":
+        beir = folder / "beir"
+        (beir / "qrels").mkdir(parents=True)
+        (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+        (beir / "queries.jsonl").write_text('{"_id": "q1", "text": \n')
+        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        entry = {"name": "X", "type": "retrieval", "path": str(beir)}
+        return entry, (
+            f"evaluation.local_tasks[0].path: {beir / 'queries.jsonl'}:1: not valid JSON "
+            "(Expecting value)"
+        )
+    if kind == "sts-bad-header":
+        sts = folder / "sts.tsv"
+        sts.write_text("a\tb\tc\nx\ty\t1\n")
+        entry = {"name": "X", "type": "sts", "path": str(sts)}
+        return entry, (
+            f"evaluation.local_tasks[0].path: {sts}:1: the header must name the columns "
+            "sentence1, sentence2, score (tab-separated), found ['a', 'b', 'c']"
+        )
+    bitext = folder / "pairs.tsv"
+    bitext.write_text("src\teng\tmore\nx\ty\tz\n")
+    entry = {"name": "X", "type": "bitext", "path": str(bitext)}
+    return entry, (
+        f"evaluation.local_tasks[0].path: {bitext}:1: expected two tab-separated columns, "
+        "found 3 column(s)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing-folder", "beir-bad-json", "sts-bad-header", "bitext"])
+def test_a_broken_local_task_stops_every_stage_in_seconds(
+    write_config: Callable[..., Path],
+    tmp_path: Path,
+    kind: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before any generation: the config check reads the sets' first lines only."""
+    import importlib
+
+    entry, message = _bad_local_task(tmp_path, kind)
+    path = write_config(evaluation={"local_tasks": [entry]})
+    for stage, module in STAGE_MAINS.items():
+        code = run_stage(stage, importlib.import_module(module).main, ["--config", str(path)])
+        assert code == 2, stage
+        assert capsys.readouterr().err.strip().splitlines() == [f"error: {path}: {message}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "--config", str(path)],
+        cwd=REPO, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr.strip()) == (2, f"error: {path}: {message}")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "build").exists()
+
+
+def test_the_default_config_reads_nothing_outside_the_repository() -> None:
+    config = load_config(REPO / "configs" / "default.toml")
+    tasks = config.evaluation.local_tasks
+    assert {t.type for t in tasks} == {"retrieval", "sts", "bitext"}
+    for task in tasks:
+        for file in task.files:
+            assert file.is_file() and file.resolve().is_relative_to(REPO), file
+    for extra in config.training.extra_datasets:
+        assert (REPO / extra.path).resolve().is_relative_to(REPO)

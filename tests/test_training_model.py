@@ -262,3 +262,28 @@ def test_launcher_commands_rerun_this_stage():
         "--main_process_port",
         "29612",
     ]
+
+
+def test_the_private_gradcache_helper_is_read_from_the_installed_version() -> None:
+    """training/loss.py imports ``_minibatch_ranges``, private to sentence-transformers: a
+    version change must be read again before the pin in pyproject.toml moves."""
+    import sentence_transformers
+
+    from training.loss import PRIVATE_API_READ_FROM
+
+    assert sentence_transformers.__version__ == PRIVATE_API_READ_FROM, (
+        f"sentence-transformers {sentence_transformers.__version__} is installed but "
+        f"training/loss.py was written against {PRIVATE_API_READ_FROM}: re-read "
+        "sentence_transformers/base/losses/gradcache.py, then update both"
+    )
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert f'"sentence-transformers=={PRIVATE_API_READ_FROM}"' in pyproject
+
+
+def test_the_loss_keeps_no_state_between_calls(tiny_model_dirs) -> None:
+    model = build_embedder(str(tiny_model_dirs["qwen2"]), MAX_LENGTH, release_prompts())
+    loss = BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=2, length_bucketing=True)
+    before = dict(vars(loss))
+    loss(_columns(model, ANCHORS, POSITIVES, NEGATIVES), None).backward()
+    assert vars(loss).keys() == before.keys()
+    assert all(vars(loss)[key] is before[key] for key in before)

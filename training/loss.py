@@ -23,9 +23,14 @@ from functools import partial
 from typing import Any
 
 import torch
+
+# Private to sentence-transformers: read from this exact version, which pyproject.toml pins
+# and a test checks, so an upgrade fails loudly instead of changing the mini-batches.
 from sentence_transformers.base.losses.gradcache import _minibatch_ranges
 from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
 from torch import Tensor
+
+PRIVATE_API_READ_FROM = "6.2.0"
 
 
 def _sort_by_length(feature: dict[str, Any]) -> tuple[dict[str, Any], Tensor]:
@@ -43,46 +48,57 @@ def _sort_by_length(feature: dict[str, Any]) -> tuple[dict[str, Any], Tensor]:
 
 
 class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
-    """InfoNCE over in-batch and hard negatives with GradCache, ZeRO-safe, optionally bucketed."""
+    """InfoNCE over in-batch and hard negatives with GradCache, ZeRO-safe, optionally bucketed.
+
+    Overrides ``forward`` (sort each column) and ``forward_cached`` (the stock three steps,
+    with a replay that deposits each gradient once); the loss itself is the stock
+    ``calculate_loss``. Nothing is kept on the instance between calls: the inverse orders of
+    one call travel with that call.
+    """
 
     def __init__(self, model: Any, *, length_bucketing: bool = True, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.length_bucketing = length_bucketing
-        self._inverse_orders: list[Tensor] = []
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         features = list(sentence_features)
         if len(features) < 2:
             raise ValueError(f"Expected at least 2 inputs, got {len(features)}")
-        if self.length_bucketing:
-            pairs = [_sort_by_length(feature) for feature in features]
-            features = [feature for feature, _ in pairs]
-            self._inverse_orders = [inverse for _, inverse in pairs]
-        return self.forward_cached(features, labels)
+        if not self.length_bucketing:
+            return self.forward_cached(features, labels)
+        pairs = [_sort_by_length(feature) for feature in features]
+        return self.forward_cached([f for f, _ in pairs], labels, [i for _, i in pairs])
 
-    def calculate_loss(
-        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    def _loss_in_order(
+        self,
+        reps: list[list[Tensor]],
+        labels: Tensor | None,
+        inverse_orders: list[Tensor] | None,
+        with_backward: bool,
     ) -> Tensor:
-        """Undo the length sort and compute the stock chunked loss.
+        """The stock chunked loss on the embeddings put back in their original order.
 
         The stock loss back-propagates chunk by chunk, so it gets leaf tensors in the original
         order; their gradients are then sent back through the reordering in one pass.
         """
-        if not self.length_bucketing:
-            return super().calculate_loss(reps, labels, with_backward=with_backward)
+        if inverse_orders is None:
+            return self.calculate_loss(reps, labels, with_backward=with_backward)
         restored = [
             torch.cat(column)[inverse.to(column[0].device)]
-            for column, inverse in zip(reps, self._inverse_orders, strict=True)
+            for column, inverse in zip(reps, inverse_orders, strict=True)
         ]
         if not with_backward:
-            return super().calculate_loss([[r] for r in restored], labels)
+            return self.calculate_loss([[r] for r in restored], labels)
         leaves = [r.detach().requires_grad_() for r in restored]
-        loss = super().calculate_loss([[leaf] for leaf in leaves], labels, with_backward=True)
+        loss = self.calculate_loss([[leaf] for leaf in leaves], labels, with_backward=True)
         torch.autograd.backward(restored, [leaf.grad for leaf in leaves])
         return loss
 
     def forward_cached(
-        self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
+        self,
+        sentence_features: Iterable[dict[str, Tensor]],
+        labels: Tensor | None = None,
+        inverse_orders: list[Tensor] | None = None,
     ) -> Tensor:
         """The three GradCache steps, with a replay that accumulates each gradient once."""
         sentence_features = list(sentence_features)
@@ -105,8 +121,9 @@ class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
             reps.append(column_reps)
             random_states.append(column_states)
         if not grad_enabled:
-            return self.calculate_loss(reps, labels)
-        loss = self.calculate_loss(reps, labels, with_backward=True).detach().requires_grad_()
+            return self._loss_in_order(reps, labels, inverse_orders, with_backward=False)
+        loss = self._loss_in_order(reps, labels, inverse_orders, with_backward=True)
+        loss = loss.detach().requires_grad_()
         cache = [[rep.grad for rep in column] for column in reps]
         if any(grad is None for column in cache for grad in column):
             raise ValueError("the loss did not use every input column; remove unused columns")
