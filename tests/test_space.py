@@ -1,27 +1,59 @@
-"""Space: corpus parsing, limits, settings, instruction prompts, the embedding cache, staging."""
+"""Space: corpus parsing, limits, settings, instruction prompts, the embedding cache, staging.
+
+Every test uses the staged copy of the Space, imported the way ``python app.py`` imports it
+(its modules as top-level modules beside app.py), so what is tested is what the Hub runs.
+"""
 
 from __future__ import annotations
 
 import ast
 import json
+import pkgutil
+import sys
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio
 import pytest
 from huggingface_hub import SpaceCard
 from sentence_transformers import SentenceTransformer
 
+from kit import instructions as kit_instructions
 from kit.cli import run_stage
-from space import app
+from space import staging
 from space.__main__ import main as stage_main
-from tests.space_helpers import write_local_dataset
+from tests.space_helpers import imported_space, stage_test_space, write_local_dataset
 
-SMALL = app.Settings(max_documents=3, max_chars_per_document=10, max_total_chars=25)
+README_VARIABLES = {
+    "MODEL_ID",
+    "DATASET_ID",
+    "SAMPLE_DOCUMENTS",
+    "MAX_DOCUMENTS",
+    "MAX_CHARS_PER_DOCUMENT",
+    "MAX_TOTAL_CHARS",
+    "DEFAULT_TOP_K",
+    "SPACE_TITLE",
+}
 
 
-def test_pasted_lines_become_documents_and_blank_lines_are_dropped() -> None:
-    assert app.documents_from_lines("  first \n\n second\r\n   \nthird") == [
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    """The staged Space's modules: ``space.corpus``, ``space.settings``, ``space.search``..."""
+    with imported_space(stage_test_space(tmp_path_factory.mktemp("staged"))) as modules:
+        yield modules
+
+
+@pytest.fixture(scope="module")
+def small(space: SimpleNamespace):
+    return space.settings.Settings(max_documents=3, max_chars_per_document=10, max_total_chars=25)
+
+
+def test_pasted_lines_become_documents_and_blank_lines_are_dropped(space) -> None:
+    assert space.corpus.documents_from_lines("  first \n\n second\r\n   \nthird") == [
         "first",
         "second",
         "third",
@@ -40,21 +72,22 @@ def test_pasted_lines_become_documents_and_blank_lines_are_dropped() -> None:
         (["x" * 10, "y" * 10, "z" * 10], "The corpus has 30 characters in all; the limit is 25."),
     ],
 )
-def test_corpus_limits_name_the_numbers(documents: list[str], message: str) -> None:
-    with pytest.raises(app.InputError) as caught:
-        app.check_corpus(documents, SMALL)
+def test_corpus_limits_name_the_numbers(space, small, documents: list[str], message: str) -> None:
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.check_corpus(documents, small)
     assert str(caught.value) == message
 
 
-def test_a_corpus_at_the_limits_passes() -> None:
-    app.check_corpus(["x" * 10, "y" * 10, "z" * 5], SMALL)
+def test_a_corpus_at_the_limits_passes(space, small) -> None:
+    space.corpus.check_corpus(["x" * 10, "y" * 10, "z" * 5], small)
 
 
-def test_jsonl_reads_strings_and_text_fields(tmp_path: Path) -> None:
+def test_jsonl_reads_strings_and_text_fields(space, tmp_path: Path) -> None:
     path = tmp_path / "docs.jsonl"
     lines = ['{"text": "alpha"}', '"beta"', "", '{"Positive": "gamma", "id": 3}']
     path.write_text("\n".join(lines), encoding="utf-8")
-    assert app.documents_from_upload(path, app.Settings()) == ["alpha", "beta", "gamma"]
+    defaults = space.settings.Settings()
+    assert space.corpus.documents_from_upload(path, defaults) == ["alpha", "beta", "gamma"]
 
 
 @pytest.mark.parametrize(
@@ -69,125 +102,223 @@ def test_jsonl_reads_strings_and_text_fields(tmp_path: Path) -> None:
         ('{"text": 12}', "Line 1 of the .jsonl file: the document must be a string."),
     ],
 )
-def test_malformed_jsonl_is_reported_by_line(tmp_path: Path, content: str, message: str) -> None:
+def test_malformed_jsonl_is_reported_by_line(
+    space, tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "docs.jsonl"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(app.InputError) as caught:
-        app.documents_from_upload(path, app.Settings())
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.documents_from_upload(path, space.settings.Settings())
     assert str(caught.value) == message
 
 
-def test_csv_uses_the_text_column_or_the_only_column(tmp_path: Path) -> None:
+def test_csv_uses_the_text_column_or_the_only_column(space, tmp_path: Path) -> None:
     two = tmp_path / "two.csv"
     two.write_text('id,document\n1,"first, with comma"\n2,second\n', encoding="utf-8")
     one = tmp_path / "one.csv"
     one.write_text("passages\nonly column\n", encoding="utf-8")
-    assert app.documents_from_upload(two, app.Settings()) == ["first, with comma", "second"]
-    assert app.documents_from_upload(one, app.Settings()) == ["only column"]
+    defaults = space.settings.Settings()
+    assert space.corpus.documents_from_upload(two, defaults) == ["first, with comma", "second"]
+    assert space.corpus.documents_from_upload(one, defaults) == ["only column"]
 
 
-def test_csv_without_a_text_column_is_rejected(tmp_path: Path) -> None:
+def test_csv_without_a_text_column_is_rejected(space, tmp_path: Path) -> None:
     path = tmp_path / "docs.csv"
     path.write_text("id,title\n1,x\n", encoding="utf-8")
-    with pytest.raises(app.InputError) as caught:
-        app.documents_from_upload(path, app.Settings())
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.documents_from_upload(path, space.settings.Settings())
     assert str(caught.value) == (
         "The .csv file needs a header row with a column named one of: "
         "text, document, positive, passage, content."
     )
 
 
-def test_non_utf8_upload_names_the_byte(tmp_path: Path) -> None:
+def test_non_utf8_upload_names_the_byte(space, tmp_path: Path) -> None:
     path = tmp_path / "latin1.txt"
     path.write_bytes("café\n".encode("latin-1"))
-    with pytest.raises(app.InputError) as caught:
-        app.documents_from_upload(path, app.Settings())
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.documents_from_upload(path, space.settings.Settings())
     assert str(caught.value) == (
         "The file is not UTF-8 text (byte 0xe9 at position 3). "
         "Save it as UTF-8 and upload it again."
     )
 
 
-def test_binary_and_unknown_uploads_are_rejected(tmp_path: Path) -> None:
+def test_binary_and_unknown_uploads_are_rejected(space, tmp_path: Path) -> None:
     binary = tmp_path / "blob.txt"
     binary.write_bytes(b"text\x00more")
     pdf = tmp_path / "paper.pdf"
     pdf.write_bytes(b"%PDF-1.7")
-    with pytest.raises(app.InputError, match="NUL bytes"):
-        app.documents_from_upload(binary, app.Settings())
-    with pytest.raises(app.InputError) as caught:
-        app.documents_from_upload(pdf, app.Settings())
+    defaults = space.settings.Settings()
+    with pytest.raises(space.errors.InputError, match="NUL bytes"):
+        space.corpus.documents_from_upload(binary, defaults)
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.documents_from_upload(pdf, defaults)
     assert str(caught.value) == "Unsupported file type .pdf: upload a .txt, .jsonl, .csv file."
 
 
-def test_oversized_upload_is_refused_before_reading(tmp_path: Path) -> None:
+def test_oversized_upload_is_refused_before_reading(space, small, tmp_path: Path) -> None:
     path = tmp_path / "big.txt"
     path.write_text("x" * 200, encoding="utf-8")
-    with pytest.raises(app.InputError) as caught:
-        app.documents_from_upload(path, SMALL)
+    with pytest.raises(space.errors.InputError) as caught:
+        space.corpus.documents_from_upload(path, small)
     assert str(caught.value) == "The file is larger than this Space accepts (112 bytes at most)."
 
 
-def test_settings_come_from_env_then_file_then_defaults(tmp_path: Path) -> None:
+def test_settings_come_from_env_then_file_then_defaults(space, tmp_path: Path) -> None:
+    settings = space.settings
     staged = tmp_path / "settings.json"
     staged.write_text(json.dumps({"model_id": "org/m", "max_documents": 7}), encoding="utf-8")
-    settings = app.load_settings({"MAX_DOCUMENTS": "9", "DATASET_ID": "org/d"}, staged)
-    assert (settings.model_id, settings.dataset_id, settings.max_documents) == ("org/m", "org/d", 9)
-    assert settings.max_total_chars == app.Settings().max_total_chars
-    with pytest.raises(SystemExit, match="MAX_DOCUMENTS must be a whole number, got 'many'"):
-        app.load_settings({"MAX_DOCUMENTS": "many"}, staged)
-    with pytest.raises(SystemExit, match="MAX_TOTAL_CHARS must be positive, got 0"):
-        app.load_settings({"MAX_TOTAL_CHARS": "0"}, staged)
+    loaded = settings.load_settings({"MAX_DOCUMENTS": "9", "DATASET_ID": "org/d"}, staged)
+    assert (loaded.model_id, loaded.dataset_id, loaded.max_documents) == ("org/m", "org/d", 9)
+    assert loaded.max_total_chars == settings.Settings().max_total_chars
+    assert settings.load_settings({}, staged).max_documents == 7
+    assert settings.load_settings({"DATASET_ID": ""}, staged).dataset_id == ""
+    assert settings.load_settings({}, tmp_path / "missing.json") == settings.Settings()
+    with pytest.raises(
+        settings.SettingsError, match="^MAX_DOCUMENTS must be a whole number, got 'many'$"
+    ):
+        settings.load_settings({"MAX_DOCUMENTS": "many"}, staged)
+    with pytest.raises(settings.SettingsError, match="^MAX_TOTAL_CHARS must be positive, got 0$"):
+        settings.load_settings({"MAX_TOTAL_CHARS": "0"}, staged)
+    with pytest.raises(
+        settings.SettingsError, match="^SAMPLE_DOCUMENTS must be 0 or more, got -1$"
+    ):
+        settings.load_settings({"SAMPLE_DOCUMENTS": "-1"}, staged)
+    assert settings.load_settings({"SAMPLE_DOCUMENTS": "0"}, staged).sample_documents == 0
 
 
-def test_instruction_choices_come_from_the_model_prompts() -> None:
+def test_every_setting_has_one_variable_named_after_it(space) -> None:
+    settings = space.settings
+    names = {spec.name: settings.env_name(spec.name) for spec in fields(settings.Settings)}
+    assert all(variable == name.upper() for name, variable in names.items())
+    assert README_VARIABLES <= set(names.values())
+    environ = {"SPACE_TITLE": "From env", "CACHE_CORPORA": "3", "CONCURRENCY_LIMIT": "1"}
+    loaded = settings.load_settings(environ, Path("/nonexistent/settings.json"))
+    assert (loaded.space_title, loaded.cache_corpora, loaded.concurrency_limit) == (
+        "From env",
+        3,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"max_documents": "7"}', "settings.json: max_documents must be a whole number, got '7'"),
+        (
+            '{"max_documents": true}',
+            "settings.json: max_documents must be a whole number, got True",
+        ),
+        ('{"model_id": 3}', "settings.json: model_id must be text, got 3"),
+        ('{"title": "old key"}', "settings.json: unknown setting 'title' (known: model_id, "),
+        ("[1, 2]", "settings.json must hold a JSON object of settings"),
+        ("{broken", "settings.json is not valid JSON: "),
+    ],
+)
+def test_a_bad_settings_file_names_the_file_and_the_key(
+    space, tmp_path: Path, content: str, message: str
+) -> None:
+    staged = tmp_path / "settings.json"
+    staged.write_text(content, encoding="utf-8")
+    with pytest.raises(space.settings.SettingsError) as caught:
+        space.settings.load_settings({}, staged)
+    assert str(caught.value).startswith(f"{tmp_path}/{message}")
+
+
+def test_settings_made_in_code_are_checked_too(space) -> None:
+    with pytest.raises(space.settings.SettingsError, match="^MAX_DOCUMENTS must be positive"):
+        space.settings.Settings(max_documents=0)
+    with pytest.raises(space.settings.SettingsError, match="^CACHE_MEGABYTES must be a whole"):
+        space.settings.Settings(cache_megabytes=1.5)
+
+
+def test_the_space_copy_of_the_instruction_formatter_agrees_with_the_kit(space) -> None:
+    copy = space.instructions
+    tasks = [
+        "Given a web search query, retrieve relevant passages that answer the query",
+        "Retrieve semantically similar text.",
+        "a task\nover two lines",
+        "  padded task  ",
+        "Instruct: nested",
+        "",
+    ]
+    for task in tasks:
+        assert copy.instruct(task) == kit_instructions.instruct(task)
+    prompts = [kit_instructions.instruct(task) for task in tasks] + [
+        "",
+        "plain text, no instruction",
+        "Query: ",
+        "Instruct: no query marker",
+        "Instruct: a\nQuery: with text after",
+        "  Instruct:  spaced out \n  Query:  ",
+        "Instruct: first\nsecond line\nQuery: ",
+        "instruct: lower case\nquery: ",
+    ]
+    for prompt in prompts:
+        assert copy.task_of(prompt) == kit_instructions.task_of(prompt), prompt
+    assert copy.task_of("plain text, no instruction") is None
+    assert copy.task_of(copy.instruct("a task\nover two lines")) == "a task\nover two lines"
+
+
+def test_instruction_choices_come_from_the_model_prompts(space) -> None:
+    instructions = space.instructions
     prompts = {
         "query": "Instruct: Find passages\nQuery: ",
         "Retrieval-query": "Instruct: Find passages\nQuery: ",
         "STS": "Instruct: Retrieve semantically similar text.\nQuery: ",
+        "plain": " Represent this sentence: ",
         "document": "",
     }
-    assert app.instruction_choices(prompts) == [
+    assert instructions.instruction_choices(prompts) == [
         ("query: Find passages", "query"),
         ("STS: Retrieve semantically similar text.", "STS"),
-        ("No instruction (embed the query as is)", app.NO_INSTRUCTION),
+        ("plain: Represent this sentence:", "plain"),
+        ("No instruction (embed the query as is)", instructions.NO_INSTRUCTION),
     ]
-    assert app.query_prompt(prompts, "STS", "") == prompts["STS"]
-    assert app.query_prompt(prompts, "STS", " Match titles ") == "Instruct: Match titles\nQuery: "
-    assert app.query_prompt(prompts, app.NO_INSTRUCTION, None) == ""
-    with pytest.raises(app.InputError, match="Unknown instruction"):
-        app.query_prompt(prompts, "Nope", "")
+    query_prompt = instructions.query_prompt
+    assert query_prompt(prompts, "STS", "") == prompts["STS"]
+    assert query_prompt(prompts, "STS", " Match titles ") == "Instruct: Match titles\nQuery: "
+    assert query_prompt(prompts, instructions.NO_INSTRUCTION, None) == ""
+    with pytest.raises(space.errors.InputError, match="Unknown instruction"):
+        query_prompt(prompts, "Nope", "")
+    with pytest.raises(space.errors.InputError) as caught:
+        query_prompt(prompts, "STS", "x" * 1001)
+    assert str(caught.value) == "The custom instruction has 1,001 characters; the limit is 1,000."
 
 
-def test_the_dataset_sample_is_distinct_positives_within_the_limits(tmp_path: Path) -> None:
+def test_the_dataset_sample_is_distinct_positives_within_the_limits(space, tmp_path: Path) -> None:
     positives = [f"passage number {i:02d}" for i in range(30)] + ["passage number 03", "  "]
     dataset_dir = write_local_dataset(tmp_path / "data", positives)
-    by_count = app.Settings(dataset_id=str(dataset_dir), sample_documents=12, max_documents=40)
-    sample = app.sample_dataset_documents(by_count)
+    settings, corpus = space.settings, space.corpus
+    by_count = settings.Settings(dataset_id=str(dataset_dir), sample_documents=12, max_documents=40)
+    sample = corpus.sample_dataset_documents(by_count)
     assert len(sample) == 12 and len(set(sample)) == 12 and set(sample) <= set(positives)
-    assert sample == app.sample_dataset_documents(by_count)
-    by_chars = app.Settings(dataset_id=str(dataset_dir), sample_documents=12, max_total_chars=100)
-    assert len(app.sample_dataset_documents(by_chars)) == 5
+    assert sample == corpus.sample_dataset_documents(by_count)
+    by_chars = settings.Settings(
+        dataset_id=str(dataset_dir), sample_documents=12, max_total_chars=100
+    )
+    assert len(corpus.sample_dataset_documents(by_chars)) == 5
     write_local_dataset(dataset_dir, ["rebuilt in place"])
-    assert app.sample_dataset_documents(by_count) == ["rebuilt in place"]
+    assert corpus.sample_dataset_documents(by_count) == ["rebuilt in place"]
 
 
-def test_an_unloadable_dataset_gets_a_clear_message(tmp_path: Path) -> None:
+def test_an_unloadable_dataset_gets_a_clear_message(space, tmp_path: Path) -> None:
     empty = tmp_path / "not-a-dataset"
     empty.mkdir()
-    retriever = app.Retriever(object(), app.Settings(dataset_id=str(empty)))
-    with pytest.raises(app.InputError) as caught:
-        retriever.dataset_documents()
+    sources = space.corpus.CorpusSources(space.settings.Settings(dataset_id=str(empty)))
+    with pytest.raises(space.errors.InputError) as caught:
+        sources.dataset_documents()
     assert str(caught.value).startswith("The dataset sample could not be loaded (")
     assert str(caught.value).endswith("); paste or upload a corpus instead.")
-    no_dataset = app.Retriever(object(), app.Settings(dataset_id=""))
-    with pytest.raises(app.InputError, match="No dataset is configured for this Space"):
+    no_dataset = space.corpus.CorpusSources(space.settings.Settings(dataset_id=""))
+    with pytest.raises(space.errors.InputError, match="No dataset is configured for this Space"):
         no_dataset.dataset_documents()
 
 
-def test_corpus_hash_separates_document_borders() -> None:
-    assert app.corpus_key(["ab", "c"]) != app.corpus_key(["a", "bc"])
-    assert app.corpus_key(["ab", "c"]) == app.corpus_key(["ab", "c"])
+def test_corpus_hash_separates_document_borders(space) -> None:
+    assert space.search.corpus_key(["ab", "c"]) != space.search.corpus_key(["a", "bc"])
+    assert space.search.corpus_key(["ab", "c"]) == space.search.corpus_key(["ab", "c"])
 
 
 class CountingModel:
@@ -202,9 +333,14 @@ class CountingModel:
         return self.model.encode_document(*args, **kwargs)
 
 
-def test_a_second_query_on_the_same_corpus_reuses_its_embeddings(tiny_st_model_dir: Path) -> None:
-    counting = CountingModel(SentenceTransformer(str(tiny_st_model_dir)))
-    cache = app.CorpusEmbeddings(counting, max_entries=2)
+@pytest.fixture(scope="module")
+def counting(tiny_st_model_dir: Path) -> CountingModel:
+    return CountingModel(SentenceTransformer(str(tiny_st_model_dir)))
+
+
+def test_a_second_query_on_the_same_corpus_reuses_its_embeddings(space, counting) -> None:
+    counting.document_calls = 0
+    cache = space.search.CorpusEmbeddings(counting, max_entries=2, max_bytes=2**20)
     first, hit_first = cache.get(["river", "mountain"])
     again, hit_again = cache.get(["river", "mountain"])
     assert (hit_first, hit_again, counting.document_calls) == (False, True, 1)
@@ -213,10 +349,59 @@ def test_a_second_query_on_the_same_corpus_reuses_its_embeddings(tiny_st_model_d
     cache.get(["b"])
     _, hit_evicted = cache.get(["river", "mountain"])
     assert (hit_evicted, counting.document_calls) == (False, 4)
+    assert cache.stats() == space.search.CacheStats(corpora=2, nbytes=3 * 32 * 4, evictions=2)
+
+
+def test_the_cache_keeps_within_its_bytes(space, counting) -> None:
+    """Each document is a 32-float row (128 bytes); the cache holds at most 3 rows here."""
+    counting.document_calls = 0
+    cache = space.search.CorpusEmbeddings(counting, max_entries=10, max_bytes=3 * 128)
+    cache.get(["one", "two"])
+    cache.get(["three"])
+    assert cache.stats() == space.search.CacheStats(corpora=2, nbytes=384, evictions=0)
+    cache.get(["four"])
+    assert cache.stats() == space.search.CacheStats(corpora=2, nbytes=256, evictions=1)
+    _, hit = cache.get(["three"])
+    assert hit
+    too_big = [f"document {i}" for i in range(4)]
+    _, hit_first = cache.get(too_big)
+    _, hit_again = cache.get(too_big)
+    assert (hit_first, hit_again) == (False, False)
+    assert cache.stats() == space.search.CacheStats(corpora=2, nbytes=256, evictions=1)
+    nothing_kept = space.search.CorpusEmbeddings(counting, max_entries=0, max_bytes=2**20)
+    nothing_kept.get(["one"])
+    assert nothing_kept.get(["one"])[1] is False
+    assert nothing_kept.stats().corpora == 0
+
+
+def test_a_model_that_cannot_load_is_one_line(space, tmp_path: Path) -> None:
+    with pytest.raises(space.search.ModelLoadError) as caught:
+        space.search.load_model(str(tmp_path / "missing-model"))
+    assert str(caught.value) == (
+        f"Could not load the model '{tmp_path / 'missing-model'}': "
+        f"Path {tmp_path / 'missing-model'} not found"
+    )
+    with pytest.raises(space.search.ModelLoadError, match="^Set MODEL_ID to a Hub model id"):
+        space.search.load_model("")
+
+
+def test_the_entry_point_turns_unusable_settings_into_one_line_and_exit_2(
+    space, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MAX_DOCUMENTS", "many")
+    assert space.app.main() == 2
+    assert capsys.readouterr().err == "error: MAX_DOCUMENTS must be a whole number, got 'many'\n"
+    monkeypatch.delenv("MAX_DOCUMENTS")
+    gone = tmp_path / "gone"
+    monkeypatch.setenv("MODEL_ID", str(gone))
+    assert space.app.main() == 2
+    assert capsys.readouterr().err == (
+        f"error: Could not load the model '{gone}': Path {gone} not found\n"
+    )
 
 
 def test_staging_writes_a_space_repo_that_points_at_the_release(
-    write_config, tmp_path: Path
+    write_config, tmp_path: Path, space
 ) -> None:
     config = write_config(
         hub={"namespace": "acme", "model_repo": "emb", "dataset_repo": "data"},
@@ -224,12 +409,11 @@ def test_staging_writes_a_space_repo_that_points_at_the_release(
     )
     assert run_stage("space", stage_main, ["--config", str(config)]) == 0
     space_dir = tmp_path / "build" / "space"
-    assert sorted(p.name for p in space_dir.iterdir()) == [
-        "README.md",
-        "app.py",
-        "requirements.txt",
-        "settings.json",
-    ]
+    modules = sorted(path.name for path in staging.DEMO_DIR.glob("*.py"))
+    assert {"app.py", "corpus.py", "instructions.py", "search.py", "settings.py"} <= set(modules)
+    assert sorted(p.name for p in space_dir.iterdir()) == sorted(
+        ["README.md", "requirements.txt", "settings.json", *modules]
+    )
     card = SpaceCard.load(space_dir / "README.md")
     assert card.data.sdk == "gradio"
     assert card.data.sdk_version == gradio.__version__
@@ -239,26 +423,74 @@ def test_staging_writes_a_space_repo_that_points_at_the_release(
     assert card.data.license == "apache-2.0"
     assert card.data.title == "Acme demo"
     assert card.data.emoji
-    settings = app.load_settings({}, space_dir / "settings.json")
-    assert (settings.model_id, settings.dataset_id) == ("acme/emb", "acme/data")
-    assert (settings.max_documents, settings.sample_documents) == (50, 10)
+    for spec in fields(space.settings.Settings):
+        assert f"`{space.settings.env_name(spec.name)}`" in card.text
+    loaded = space.settings.load_settings({}, space_dir / "settings.json")
+    assert (loaded.model_id, loaded.dataset_id) == ("acme/emb", "acme/data")
+    assert (loaded.max_documents, loaded.sample_documents) == (50, 10)
+    assert loaded.space_title == "Acme demo"
     pins = dict(line.split("==") for line in (space_dir / "requirements.txt").read_text().split())
     assert pins["sentence-transformers"] == metadata.version("sentence-transformers")
     assert pins["torch"] == metadata.version("torch").split("+")[0]
-    assert (space_dir / "app.py").read_bytes() == Path(app.__file__).read_bytes()
+    for name in modules:
+        assert (space_dir / name).read_bytes() == (staging.DEMO_DIR / name).read_bytes()
 
 
-def test_the_app_imports_no_stage_and_nothing_outside_its_requirements() -> None:
-    tree = ast.parse(Path(app.__file__).read_text(encoding="utf-8"))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            imported.add(node.module.split(".")[0])
+def test_staging_writes_app_py_last_and_leaves_no_temporary_files(
+    write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config()
+    space_dir = tmp_path / "build" / "space"
+    space_dir.mkdir(parents=True)
+    (space_dir / "old_module.py").write_text("print('removed from the app')\n")
+    order: list[str] = []
+    write = staging._write_atomically
+
+    def interrupted(path: Path, data: bytes) -> None:
+        order.append(path.name)
+        if path.name == "app.py":
+            raise KeyboardInterrupt  # the user stops `make space` at the last file
+        write(path, data)
+
+    monkeypatch.setattr(staging, "_write_atomically", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("space", stage_main, ["--config", str(config)])
+    assert order[-1] == "app.py" and len(order) == len(set(order))
+    assert not (space_dir / "app.py").exists() and not (space_dir / "old_module.py").exists()
+    monkeypatch.setattr(staging, "_write_atomically", write)
+
+    def failing_replace(source: str, target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(staging.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        staging._write_atomically(space_dir / "app.py", b"partial")
+    assert sorted(p.name for p in space_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_the_app_imports_no_stage_and_nothing_outside_its_requirements(space) -> None:
+    own = {path.stem for path in staging.DEMO_DIR.glob("*.py")}
     third_party = {"gradio", "pandas", "torch", "sentence_transformers", "datasets"}
-    assert imported - third_party <= set(__import__("sys").stdlib_module_names)
-    assert "kit" not in imported and "space" not in imported
+    for path in staging.DEMO_DIR.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}: the Space runs its modules as top-level"
+                imported.add(node.module.split(".")[0])
+        assert imported - third_party - own <= set(sys.stdlib_module_names), path.name
+        assert "kit" not in imported and "space" not in imported, path.name
+    assert "settings" in own and set(space.settings.__dict__) >= {"Settings", "load_settings"}
+
+
+def test_the_space_modules_shadow_no_installed_or_standard_module() -> None:
+    """In the Space they are top-level modules: one named like a package would hide it."""
+    own = {path.stem for path in staging.DEMO_DIR.glob("*.py")}
+    site_packages = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    installed = {module.name for module in pkgutil.iter_modules(sorted(site_packages))}
+    assert installed and not own & (installed | set(sys.stdlib_module_names))
 
 
 def test_staging_rejects_a_description_the_hub_would_refuse(write_config, capsys) -> None:

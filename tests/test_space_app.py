@@ -1,4 +1,4 @@
-"""Space app served on 127.0.0.1 with the tiny model, queried through gradio_client.
+"""The staged Space app served on 127.0.0.1 with the tiny model, queried through gradio_client.
 
 The model has random weights, so the corpora make the answer known another way: the query
 is an exact copy of one document and is sent with no instruction, so that document scores a
@@ -7,8 +7,11 @@ cosine of 1.0 and must rank first whatever the weights are.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,8 +19,13 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sentence_transformers import SentenceTransformer
 
-from space import app
-from tests.space_helpers import free_port, write_local_dataset
+from tests.space_helpers import (
+    free_port,
+    imported_space,
+    space_environment,
+    stage_test_space,
+    write_local_dataset,
+)
 
 DOCUMENTS = [
     "the river runs to the ocean past the city",
@@ -35,24 +43,31 @@ LIMITS = dict(max_documents=8, max_chars_per_document=60, max_total_chars=300, s
 
 
 @pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    with imported_space(stage_test_space(tmp_path_factory.mktemp("staged"))) as modules:
+        yield modules
+
+
+@pytest.fixture(scope="module")
 def model(tiny_st_model_dir: Path) -> SentenceTransformer:
     return SentenceTransformer(str(tiny_st_model_dir))
 
 
 @pytest.fixture(scope="module")
 def served(
-    model: SentenceTransformer, tmp_path_factory: pytest.TempPathFactory, tiny_st_model_dir: Path
+    space: SimpleNamespace,
+    model: SentenceTransformer,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_st_model_dir: Path,
 ) -> Iterator[str]:
+    """The app as its entry point builds and launches it, in this process."""
     dataset_dir = write_local_dataset(tmp_path_factory.mktemp("space-data"), DATASET_DOCUMENTS)
-    settings = app.Settings(
-        model_id=str(tiny_st_model_dir), dataset_id=str(dataset_dir), title="Test", **LIMITS
+    settings = space.settings.Settings(
+        model_id=str(tiny_st_model_dir), dataset_id=str(dataset_dir), space_title="Test", **LIMITS
     )
-    demo = app.build_demo(model, settings)
-    demo.queue().launch(
-        server_name="127.0.0.1",
-        server_port=free_port(),
-        prevent_thread_lock=True,
-        max_file_size=app.max_upload_bytes(settings),
+    demo = space.app.build_demo(model, settings)
+    space.app.serve(
+        demo, settings, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True
     )
     try:
         yield demo.local_url.rstrip("/")
@@ -62,17 +77,17 @@ def served(
 
 @pytest.fixture(scope="module")
 def client(served: str) -> Client:
-    return Client(served, verbose=False)
+    return Client(served, verbose=False, analytics_enabled=False)
 
 
 def search(
     client: Client,
     query: str,
     *,
-    source: str = app.SOURCE_PASTE,
+    source: str = "paste",
     pasted: str = "\n".join(DOCUMENTS),
     upload: str | None = None,
-    instruction: str = app.NO_INSTRUCTION,
+    instruction: str = "__none__",
     custom: str = "",
     top_k: int = 3,
 ) -> tuple[list[list], str]:
@@ -128,7 +143,7 @@ def test_a_second_query_on_the_same_corpus_uses_the_cache(client: Client) -> Non
 
 
 def test_the_dataset_sample_is_searchable(client: Client) -> None:
-    rows, status = search(client, DATASET_DOCUMENTS[4], source=app.SOURCE_DATASET)
+    rows, status = search(client, DATASET_DOCUMENTS[4], source="dataset")
     assert rows[0][2] == DATASET_DOCUMENTS[4]
     assert status.startswith("Top 3 of 6 documents")
 
@@ -146,7 +161,7 @@ def test_uploaded_corpora_are_searchable(
 ) -> None:
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
-    rows, _ = search(client, DOCUMENTS[4], source=app.SOURCE_UPLOAD, upload=str(path))
+    rows, _ = search(client, DOCUMENTS[4], source="upload", upload=str(path))
     assert rows[0][2] == DOCUMENTS[4]
 
 
@@ -192,7 +207,7 @@ def expect_error(client: Client, message: str, **kwargs) -> None:
             "The pasted text has 419 characters; the limit is 300.",
         ),
         ({"query": "q" * 61}, "The query has 61 characters; the limit is 60."),
-        ({"source": app.SOURCE_UPLOAD}, "Upload a .txt, .jsonl or .csv file first."),
+        ({"source": "upload"}, "Upload a .txt, .jsonl or .csv file first."),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_the_app_keeps_working(
@@ -212,12 +227,43 @@ def test_bad_uploads_get_a_clear_message(client: Client, tmp_path: Path) -> None
         client,
         "The file is not UTF-8 text (byte 0xe9 at position 1). "
         "Save it as UTF-8 and upload it again.",
-        source=app.SOURCE_UPLOAD,
+        source="upload",
         upload=str(latin1),
     )
     expect_error(
         client,
         "Line 2 of the .jsonl file is not valid JSON.",
-        source=app.SOURCE_UPLOAD,
+        source="upload",
         upload=str(broken),
     )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"top_k": 0}, "Top k must be between 1 and 50."),
+        ({"top_k": 51}, "Top k must be between 1 and 50."),
+        (
+            {"custom": "x" * 1001},
+            "The custom instruction has 1,001 characters; the limit is 1,000.",
+        ),
+        ({"source": "web"}, "Unknown corpus source: choose dataset sample, paste or upload."),
+    ],
+)
+def test_inputs_the_page_cannot_send_get_a_clear_message_through_the_api(
+    client: Client, kwargs: dict, message: str
+) -> None:
+    expect_error(client, message, **kwargs)
+
+
+def test_the_entry_point_exits_2_with_one_line_when_run_as_the_space_runs_it(
+    space: SimpleNamespace,
+) -> None:
+    space_dir = Path(space.app.__file__).parent
+    env = space_environment({"MODEL_ID": "org/model", "MAX_DOCUMENTS": "many"})
+    done = subprocess.run(
+        [sys.executable, "app.py"], cwd=space_dir, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "error: MAX_DOCUMENTS must be a whole number, got 'many'"
+    assert "Traceback" not in done.stderr

@@ -29,9 +29,9 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        from training.loss import BucketedCachedInfoNCELoss
         from kit.embedder import build_embedder
         from kit.instructions import release_prompts
+        from training.loss import BucketedCachedInfoNCELoss
 
         model = build_embedder(base, 32, release_prompts()).eval()
         half = len(ANCHORS) // WORLD
@@ -49,9 +49,9 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_each_worker_scores_its_anchors_against_all_workers_documents(tiny_model_dirs, tmp_path):
-    from training.distributed import free_port
     from kit.embedder import build_embedder
     from kit.instructions import release_prompts
+    from training.distributed import free_port
 
     base = str(tiny_model_dirs["qwen2"])
     torch.multiprocessing.spawn(

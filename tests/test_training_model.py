@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from kit.embedder import build_embedder
+from kit.instructions import release_prompts
 from tests.training_helpers import FAMILIES
 from training.loss import BucketedCachedInfoNCELoss
-from kit.embedder import build_embedder
 from training.model import add_lora, lora_state_dict
-from kit.instructions import release_prompts
 
 MAX_LENGTH = 12
 TEXTS = [

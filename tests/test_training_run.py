@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training_fixtures import write_learnable_dataset
-from tests.training_helpers import run_training, training_section
 from kit.embedder import build_embedder
 from kit.instructions import release_prompts
+from tests.training_fixtures import write_learnable_dataset
+from tests.training_helpers import run_training, training_section
 
 RECORD_FIELDS = {
     "base_model",
