@@ -23,6 +23,8 @@ import openai
 from kit.config import Config, load_config
 from seeds.client import Endpoint
 from seeds.engine import SeedRun
+from seeds.gates import QualityGates
+from seeds.languages import XLMR_LANGUAGES
 from seeds.live import run_live
 from seeds.parsing import dedup_key
 from seeds.store import RunStore
@@ -62,7 +64,8 @@ def run_seeds(config: Config, url: str) -> tuple[int, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp) / "run")
         store.open(dedup_key)
-        run = SeedRun(config, store, load_templates(), "openai", False, progress=False)
+        gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
+        run = SeedRun(config, store, load_templates(), "openai", False, gates, progress=False)
         endpoint = Endpoint(config.generator, url, "bench-key", False, run.log_attempt)
         wall, cpu = time.perf_counter(), time.process_time()
         asyncio.run(run_live(run, endpoint))

@@ -16,6 +16,7 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from dataset_builder.decontamination import MIN_WORDS, EvaluationNgrams
 from dataset_builder.provenance import LedgerSummary
 from dataset_builder.raw_run import RunScan
 from kit.schema import (
@@ -41,6 +42,8 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://arxiv.org/abs/2401.00368"
 
+# Rejection reasons of the generation-time gates that carry no field name.
+GATE_REASONS = ("near_duplicate", "query_in_positive", "label_equals_input", "judge_rejected")
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification"]
 TAGS = ["synthetic", "embeddings", "llm-generated", "e5-mistral", "multilingual", "parquet"]
 SIZE_CATEGORIES = (
@@ -66,6 +69,7 @@ class CardInputs:
     infos: dict[str, datasets.DatasetInfo]
     source_digest: str
     plots: list[str]
+    ngrams: EvaluationNgrams | None = None
 
 
 def size_category(rows: int) -> str:
@@ -94,7 +98,7 @@ def card_data(inputs: CardInputs) -> DatasetCardData:
     data = DatasetCardData(
         pretty_name=inputs.pretty_name,
         license=inputs.license,
-        language=inputs.scan.stats.languages(),
+        language=inputs.scan.stats.verified() or None,
         task_categories=TASK_CATEGORIES,
         size_categories=[size_category(inputs.scan.accepted)],
         tags=TAGS,
@@ -225,6 +229,40 @@ def build_section(inputs: CardInputs) -> str:
     return "\n".join(lines)
 
 
+def quality_section(inputs: CardInputs) -> str:
+    """What the gates rejected: at generation time (seeds) and when this repo was built."""
+    run = inputs.run
+    rejected = run.get("rejected") if isinstance(run.get("rejected"), dict) else {}
+    gated = {k: v for k, v in rejected.items() if ":" in k or k in GATE_REASONS}
+    lines = [
+        "Every generated row passed these checks before it was accepted; the raw rows that "
+        "failed are kept in the generation run for re-examination.",
+        "",
+        _table(
+            ["rejected at generation", "rows"],
+            [[code(reason), n] for reason, n in sorted(gated.items())] or [["(none)", 0]],
+        ),
+    ]
+    ngrams = inputs.ngrams
+    if ngrams is None:
+        lines += ["", "Decontamination against the evaluation sets was turned off for this build."]
+        return "\n".join(lines)
+    found = inputs.scan.contamination
+    rows = [
+        [code(name), ngrams.sizes[name], found.rows[name], code(found.examples.get(name, "–"))]
+        for name in sorted(ngrams.sizes)
+    ]
+    rows += [[code(name), "–", reason, "–"] for name, reason in sorted(ngrams.unavailable.items())]
+    lines += [
+        "",
+        f"Rows sharing a {ngrams.n}-word sequence with an evaluation set (or the whole of an "
+        f"evaluation text of {MIN_WORDS} to {ngrams.n - 1} words) were dropped:",
+        "",
+        _table(["evaluation set", "texts", "rows dropped", "example id"], rows or [["–"] * 4]),
+    ]
+    return "\n".join(lines)
+
+
 def statistics_section(inputs: CardInputs) -> str:
     stats = inputs.scan.stats
     scan = inputs.scan
@@ -243,10 +281,19 @@ def statistics_section(inputs: CardInputs) -> str:
     total = max(inputs.scan.accepted, 1)
     sources, targets = stats.by_language, stats.target_languages
     ranked = sorted(stats.languages(), key=lambda code: (-sources[code], -targets[code], code))
+    verified, verified_targets = stats.verified_languages, stats.verified_targets
     language_rows = [
-        [f"`{code}`", sources[code], f"{sources[code] / total:.1%}", targets[code]]
+        [f"`{code}`", sources[code], verified[code], f"{sources[code] / total:.1%}",
+         targets[code], verified_targets[code]]
         for code in ranked
-    ]
+    ]  # fmt: skip
+    unverified = stats.unverified()
+    language_note = (
+        "Languages claimed by rows but never confirmed by the language identifier, so left out "
+        "of the metadata: " + ", ".join(f"`{code}`" for code in unverified) + "."
+        if unverified
+        else "Every language claimed by a row was confirmed in at least one row."
+    )
     return "\n\n".join(
         [
             "Per task type (lengths in characters, median / 90th percentile):",
@@ -260,8 +307,13 @@ def statistics_section(inputs: CardInputs) -> str:
                 ],
                 type_rows,
             ),
-            "Per source language (bitext target languages counted separately):",
-            _table(["language", "rows", "share", "as bitext target"], language_rows),
+            "Per source language (bitext target languages counted separately). A row is "
+            "*verified* when py3langid identified its texts as the language it claims:",
+            _table(
+                ["language", "rows", "verified", "share", "as bitext target", "verified target"],
+                language_rows,
+            ),
+            language_note,
             "\n\n".join(f"![{name[:-4].replace('_', ' ')}]({name})" for name in inputs.plots),
         ]
     )
@@ -314,7 +366,7 @@ Synthetic training data for text embeddings, generated by an LLM following the r
 "Improving Text Embeddings with Large Language Models" (Wang et al., 2024): the model first
 brainstorms retrieval and classification tasks, then writes one example per task; symmetric
 tasks (STS, bitext) use fixed instructions. There are six task types in
-{len(inputs.scan.stats.languages())} language(s), {inputs.scan.accepted} rows in all.
+{len(inputs.scan.stats.verified())} verified language(s), {inputs.scan.accepted} rows in all.
 
 ## Configs
 
@@ -331,6 +383,10 @@ definition to put in front of the query (`Instruct: {{task_definition}}\\nQuery:
 ## How this repository was built
 
 {build_section(inputs)}
+
+## Quality gates
+
+{quality_section(inputs)}
 
 ## Statistics
 

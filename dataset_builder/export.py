@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from dataset_builder.card import CardInputs, render_card
+from dataset_builder.decontamination import EvaluationNgrams
 from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
 from dataset_builder.provenance import read_ledger, read_run_summary
 from dataset_builder.raw_run import SHARD_GLOB, RunScan, scan_run
 from kit.config import Config
+from kit.evalsets import data_fingerprint
 from kit.files import atomic_write_json, digest_files, read_json_object, sha256_file
 from kit.provenance import build_provenance, write_provenance
 
@@ -63,6 +65,7 @@ def fingerprint(config: Config, source: str) -> str:
     digest = hashlib.sha256(source.encode())
     settings = {
         "dataset": asdict(config.dataset),
+        "evaluation_sets": [data_fingerprint(t) for t in config.dataset.decontamination_sets],
         "repo_id": config.hub.repo_id("dataset"),
         "versions": {name: metadata.version(name) for name in VERSIONED_PACKAGES},
     }
@@ -133,7 +136,16 @@ def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) 
     with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=output_dir.parent) as tmp:
         staging = Path(tmp)
         (staging / "spool").mkdir()
-        scan = scan_run(run_dir, staging / "spool")
+        ngrams = (
+            EvaluationNgrams.build(
+                config.dataset.decontamination_ngram,
+                config.dataset.decontamination_sets,
+                config.dataset.decontamination_registry,
+            )
+            if config.dataset.decontaminate
+            else None
+        )
+        scan = scan_run(run_dir, staging / "spool", ngrams)
         repo_dir = staging / "repo"
         infos = write_parquet(
             scan, repo_dir, config.dataset.validation_fraction, config.dataset.max_shard_rows
@@ -150,6 +162,7 @@ def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) 
             infos=infos,
             source_digest=source,
             plots=plots,
+            ngrams=ngrams,
         )
         render_card(inputs).save(repo_dir / "README.md")
         write_provenance(repo_dir, _provenance(config, source, run, repo_dir))

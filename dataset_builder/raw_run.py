@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from dataset_builder.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 from dataset_builder.stats import CorpusStats
 from kit.schema import (
     EXAMPLE_FIELDS,
@@ -34,6 +35,7 @@ from kit.schema import (
 )
 
 SHARD_GLOB = "raw/shard-*.jsonl"
+VERIFIED_FLAGS = ("language_verified", "target_language_verified")
 REQUIRED_STRINGS = (
     "id",
     "task_definition",
@@ -49,6 +51,8 @@ RAW_SCHEMA = pa.schema(
         *((name, pa.string()) for name in REQUIRED_STRINGS),
         ("target_language", pa.string()),
         ("example", pa.struct([(name, pa.string()) for name in EXAMPLE_FIELDS])),
+        # Written by seeds' language gate; rows from elsewhere have none (unverified).
+        ("quality", pa.struct([(name, pa.bool_()) for name in VERIFIED_FLAGS])),
     ]
 )
 TOP_LEVEL_STRINGS = ("task_type", *REQUIRED_STRINGS, "target_language")
@@ -86,6 +90,7 @@ class RunScan:
     lines_read: int = 0
     stats: CorpusStats = field(default_factory=CorpusStats)
     validation_keys: dict[float, pa.Array] = field(default_factory=dict)
+    contamination: Contamination = field(default_factory=Contamination)
 
     @property
     def accepted(self) -> int:
@@ -186,6 +191,9 @@ def _python_check(line: bytes) -> str | None:
     for name in TOP_LEVEL_STRINGS:
         if record.get(name) is not None and not isinstance(record[name], str):
             return f"field {name} is not a string"
+    quality = record.get("quality")
+    if quality is not None and not isinstance(quality, dict):
+        return "quality is not an object"
     example = record.get("example")
     if example is None:
         return None
@@ -246,8 +254,10 @@ def _line_by_line_tables(shard: Path, dropped: Counter[str]) -> Iterator[pa.Tabl
 class _ShardScan:
     """The results of one shard, merged into the run only when the whole shard was read."""
 
-    def __init__(self, spool: Path) -> None:
+    def __init__(self, spool: Path, ngrams: EvaluationNgrams | None) -> None:
         self.spool = spool
+        self.ngrams = ngrams
+        self.contamination = Contamination()
         self.dropped: Counter[str] = Counter()
         self.stats = CorpusStats()
         self.type_codes: list[np.ndarray] = []
@@ -266,6 +276,8 @@ class _ShardScan:
         if not keep.all():
             self.dropped["duplicate id"] += int((~keep).sum())
             table = table.filter(pa.array(keep))
+        if self.ngrams is not None:
+            table = self._decontaminated(table)
         if not table.num_rows:
             return
         keys = split_keys(table)
@@ -276,6 +288,14 @@ class _ShardScan:
         self.stats.add_table(table)
         for batch in table.to_batches():
             writer.write_batch(batch)
+
+
+    def _decontaminated(self, table: pa.Table) -> pa.Table:
+        before = Counter(self.contamination.rows)
+        flagged = contaminated_mask(table, self.ngrams, self.contamination)
+        for name, count in (self.contamination.rows - before).items():
+            self.dropped[f"shares text with evaluation set {name}"] += count
+        return table.filter(pc.invert(flagged))
 
 
 def split_keys(table: pa.Table) -> np.ndarray:
@@ -290,8 +310,10 @@ def split_keys(table: pa.Table) -> np.ndarray:
     return hashes[pc.index_in(texts, value_set=unique).to_numpy(zero_copy_only=False)]
 
 
-def _scan_shard(shard: Path, spool: Path, seen_ids: set[str], fast: bool) -> _ShardScan:
-    result = _ShardScan(spool)
+def _scan_shard(
+    shard: Path, spool: Path, seen_ids: set[str], fast: bool, ngrams: EvaluationNgrams | None
+) -> _ShardScan:
+    result = _ShardScan(spool, ngrams)
     tables = _fast_tables(shard) if fast else _line_by_line_tables(shard, result.dropped)
     with pa.OSFile(str(spool), "wb") as sink:
         with pa.ipc.new_stream(sink, RAW_SCHEMA.append(pa.field("group_key", pa.uint64()))) as w:
@@ -300,22 +322,26 @@ def _scan_shard(shard: Path, spool: Path, seen_ids: set[str], fast: bool) -> _Sh
     return result
 
 
-def scan_run(run_dir: Path, spool_dir: Path) -> RunScan:
-    """Validate, deduplicate by id, spool (into ``spool_dir``) and count every raw line."""
+def scan_run(run_dir: Path, spool_dir: Path, ngrams: EvaluationNgrams | None = None) -> RunScan:
+    """Validate, deduplicate by id, decontaminate, spool (into ``spool_dir``) and count every
+    raw line."""
     scan = RunScan(run_dir=run_dir, shards=sorted(run_dir.glob(SHARD_GLOB)), spool_dir=spool_dir)
     seen_ids: set[str] = set()
     type_codes, group_keys = [], []
     for number, shard in enumerate(scan.shards):
         spool = spool_dir / f"accepted-{number:05d}.arrows"
         try:
-            result = _scan_shard(shard, spool, seen_ids, fast=True)
+            result = _scan_shard(shard, spool, seen_ids, True, ngrams)
         except pa.ArrowInvalid:
-            result = _scan_shard(shard, spool, seen_ids, fast=False)
+            result = _scan_shard(shard, spool, seen_ids, False, ngrams)
         scan.lines_read += sum(len(codes) for codes in result.type_codes) + sum(
             result.dropped.values()
         )
         scan.spools.append(spool)
         scan.dropped.update(result.dropped)
+        scan.contamination.rows.update(result.contamination.rows)
+        for name, example in result.contamination.examples.items():
+            scan.contamination.examples.setdefault(name, example)
         scan.stats.merge(result.stats)
         seen_ids |= result.ids
         type_codes += result.type_codes

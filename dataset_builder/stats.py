@@ -35,6 +35,9 @@ class CorpusStats:
 
     by_type: Counter[str] = field(default_factory=Counter)
     by_language: Counter[str] = field(default_factory=Counter)
+    # Rows whose language the language gate confirmed (source side; bitext targets apart).
+    verified_languages: Counter[str] = field(default_factory=Counter)
+    verified_targets: Counter[str] = field(default_factory=Counter)
     by_type_language: Counter[tuple[str, str]] = field(default_factory=Counter)
     target_languages: Counter[str] = field(default_factory=Counter)
     generator_models: Counter[str] = field(default_factory=Counter)
@@ -46,9 +49,15 @@ class CorpusStats:
         task_type = table["task_type"]
         self.by_type.update(_counts(task_type))
         self.by_language.update(_counts(table["language"]))
+        quality = table["quality"]
+        verified = pc.fill_null(pc.struct_field(quality, "language_verified"), False)
+        self.verified_languages.update(_counts(pc.filter(table["language"], verified)))
+        target_verified = pc.fill_null(pc.struct_field(quality, "target_language_verified"), False)
         self.by_type_language.update(_counts(task_type, table["language"]))
         bitext = pc.equal(task_type, "bitext")
         self.target_languages.update(_counts(pc.filter(table["target_language"], bitext)))
+        verified_target = pc.and_(bitext, target_verified)
+        self.verified_targets.update(_counts(pc.filter(table["target_language"], verified_target)))
         self.generator_models.update(_counts(table["generator_model"]))
         for template, sha in _counts(table["template_id"], table["template_sha256"]):
             self.templates.setdefault(template, set()).add(sha)
@@ -65,6 +74,8 @@ class CorpusStats:
         for mine, theirs in (
             (self.by_type, other.by_type),
             (self.by_language, other.by_language),
+            (self.verified_languages, other.verified_languages),
+            (self.verified_targets, other.verified_targets),
             (self.by_type_language, other.by_type_language),
             (self.target_languages, other.target_languages),
             (self.generator_models, other.generator_models),
@@ -82,3 +93,11 @@ class CorpusStats:
     def languages(self) -> list[str]:
         """Every language code that appears, source or target, sorted."""
         return sorted(set(self.by_language) | set(self.target_languages))
+
+    def verified(self) -> list[str]:
+        """The languages the language gate confirmed in at least one row, sorted."""
+        return sorted(set(self.verified_languages) | set(self.verified_targets))
+
+    def unverified(self) -> list[str]:
+        """Languages rows claim that the gate never confirmed."""
+        return sorted(set(self.languages()) - set(self.verified()))

@@ -126,8 +126,10 @@ class QualitySection:
 
     language_check: bool = True
     # A text shorter than this, or identified with less confidence, is "unverified".
-    language_min_chars: int = _ranged(20, 1, None)
-    language_min_confidence: float = _ranged(0.5, 0.0, 1.0)
+    language_min_chars: int = _ranged(10, 1, None)
+    language_min_confidence: float = _ranged(0.7, 0.0, 1.0)
+    # Also reject a row none of whose texts could be verified in its claimed language.
+    require_verified_language: bool = False
     content_rules: bool = True
     near_duplicates: bool = True
     near_duplicate_threshold: float = _ranged(0.8, 0.0, 1.0)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from kit.config import Config
 from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
 from seeds.client import Completion
+from seeds.gates import Candidate, QualityGates
 from seeds.languages import LanguageSampler
 from seeds.parsing import (
     Rejection,
@@ -32,6 +33,12 @@ from seeds.templates import Template
 BRAINSTORM_ROUNDS = 3
 
 
+def candidate(item: WorkItem, example: dict[str, str]) -> Candidate:
+    return Candidate(
+        item.task_type, example, item.placeholders, item.language or "", item.target_language
+    )
+
+
 class SeedRun:
     """Decides and records; never talks to the network itself."""
 
@@ -42,6 +49,7 @@ class SeedRun:
         templates: dict[str, Template],
         backend: str,
         bundled_small_model: bool,
+        gates: QualityGates,
         progress: bool = True,
     ) -> None:
         self.config = config
@@ -50,6 +58,7 @@ class SeedRun:
         self.templates = templates
         self.backend = backend
         self.bundled_small_model = bundled_small_model
+        self.gates = gates
         self.sampler = LanguageSampler(self.gen.languages)
         self.targets = {t: self.gen.targets.get(t, 0) for t in TASK_TYPES}
         self.caps = {
@@ -212,19 +221,34 @@ class SeedRun:
                 item.language,
                 item.target_language,
             )
-            key = dedup_key(example)
-            if self.store.is_duplicate(key):
-                raise Rejection("duplicate")
         except Rejection as rejection:
             self._ledger(item, completion, "rejected", rejection.reason)
             return False
-        self.store.accept(self.record(item, template, completion, example), key)
+        key = dedup_key(example)
+        if self.store.is_duplicate(key):
+            self._ledger(item, completion, "rejected", "duplicate")
+            return False
+        verdict = self.gates.inspect([candidate(item, example)])[0]
+        record = self.record(item, template, completion, example, verdict.quality)
+        reason = verdict.reason
+        if reason is None and not self.gates.admit([list(example.values())])[0]:
+            reason = "near_duplicate"
+        if reason is not None:
+            self.store.reject(record, reason)
+            self._ledger(item, completion, "rejected", reason)
+            return False
+        self.store.accept(record, key)
         self._ledger(item, completion, "accepted", "")
         self.bar.update(1)
         return True
 
     def record(
-        self, item: WorkItem, template: Template, completion: Completion, example: dict[str, str]
+        self,
+        item: WorkItem,
+        template: Template,
+        completion: Completion,
+        example: dict[str, str],
+        quality: dict[str, Any],
     ) -> dict[str, Any]:
         return {
             "schema_version": RAW_SCHEMA_VERSION,
@@ -243,6 +267,7 @@ class SeedRun:
                 "completion_tokens": completion.completion_tokens,
             },
             "example": example,
+            "quality": quality,
         }
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:

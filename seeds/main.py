@@ -17,6 +17,8 @@ from kit.paths import layout
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
+from seeds.gates import QualityGates
+from seeds.languages import XLMR_LANGUAGES
 from seeds.live import run_live
 from seeds.local_server import BUNDLED_GENERATOR, llama_server, resolve_gguf
 from seeds.parsing import dedup_key
@@ -67,14 +69,16 @@ def main(config: Config, args: argparse.Namespace) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if bundled:
         log.warning(SMALL_MODEL_WARNING)
+    gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
     store = RunStore(run_dir)
-    store.open(dedup_key)
+    store.open(dedup_key, lambda rows: gates.admit([list(r["example"].values()) for r in rows]))
     run = SeedRun(
         config,
         store,
         load_templates(),
         backend=generator.backend,
         bundled_small_model=bundled,
+        gates=gates,
         progress=not getattr(args, "no_progress", False),
     )
     try:

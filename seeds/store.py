@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, TextIO
 from kit.files import atomic_write_json
 
 SHARD_ROWS = 50_000
+REBUILD_BATCH = 10_000
 
 
 def utc_now() -> str:
@@ -51,6 +53,39 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class ShardWriter:
+    """Append-only ``shard-NNNNN.jsonl`` files of at most ``SHARD_ROWS`` lines, one line per
+    write, flushed before the caller goes on."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._handle: TextIO | None = None
+        self._rows = 0
+
+    def paths(self) -> list[Path]:
+        return sorted(self.folder.glob("shard-*.jsonl"))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._handle is None or self._rows >= SHARD_ROWS:
+            self._next_shard()
+        assert self._handle is not None
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self._rows += 1
+
+    def _next_shard(self) -> None:
+        self.close()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        index = max((int(p.stem.split("-")[1]) for p in self.paths()), default=-1) + 1
+        self._handle = (self.folder / f"shard-{index:05d}.jsonl").open("a", encoding="utf-8")
+        self._rows = 0
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
 @dataclass
 class RunTotals:
     """Running sums over the whole run, resumed sessions included."""
@@ -85,33 +120,29 @@ class RunStore:
         self.batches_path = run_dir / "batches.jsonl"
         self.run_json_path = run_dir / "run.json"
         self.totals = RunTotals()
-        self.accepted_ids: set[str] = set()
         self.finished_ids: set[str] = set()
         self.dedup_keys: set[str] = set()
         self.task_pools: dict[str, list[str]] = {}
         self.brainstorm_done: set[str] = set()
         self.unledgered: list[dict[str, Any]] = []
         self.started_at = utc_now()
-        self._shard: TextIO | None = None
-        self._shard_rows = 0
+        self.accepted = ShardWriter(self.raw_dir)
+        self.rejected = ShardWriter(run_dir / "rejected")
         self._ledger: TextIO | None = None
         self._brainstorm: TextIO | None = None
 
-    def open(self, dedup_key: Any) -> None:
-        """Repair torn tails, then rebuild the run's state from its files."""
+    def open(
+        self, dedup_key: Any, on_records: Callable[[list[dict[str, Any]]], None] | None = None
+    ) -> None:
+        """Repair torn tails, then rebuild the run's state from its files; ``on_records``
+        sees the accepted records in batches (the near-duplicate index is rebuilt from them)."""
         self.raw_dir.mkdir(parents=True, exist_ok=True)
-        for path in [*self.shard_paths(), self.ledger_path, self.brainstorm_path]:
+        for path in [*self.shard_paths(), *self.rejected.paths(), self.ledger_path,
+                     self.brainstorm_path]:  # fmt: skip
             cut_torn_tail(path)
         previous = self._previous_run_json()
         if previous.get("started_at"):
             self.started_at = previous["started_at"]
-        records = [record for path in self.shard_paths() for record in read_jsonl(path)]
-        for record in records:
-            self.accepted_ids.add(record["id"])
-            self.finished_ids.add(record["id"])
-            self.dedup_keys.add(dedup_key(record["example"]))
-            self.totals.accepted[record["task_type"]] += 1
-            self.totals.languages[record["language"]] += 1
         ledgered = set()
         for entry in read_jsonl(self.ledger_path):
             self._add_to_totals(entry)
@@ -119,13 +150,33 @@ class RunStore:
                 self.finished_ids.add(entry["item_id"])
             if entry["kind"] == "generate" and entry["outcome"] == "accepted":
                 ledgered.add(entry["item_id"])
-        # A kill between the record and its ledger line: the record carries its usage.
-        self.unledgered = [r for r in records if r["id"] not in ledgered]
+        batch: list[dict[str, Any]] = []
+        for path in self.shard_paths():
+            for record in read_jsonl(path):
+                self.finished_ids.add(record["id"])
+                self.dedup_keys.add(dedup_key(record["example"]))
+                self.totals.accepted[record["task_type"]] += 1
+                self.totals.languages[record["language"]] += 1
+                if record["id"] not in ledgered:
+                    # A kill between the record and its ledger line: it carries its usage.
+                    self.unledgered.append(record)
+                batch.append(record)
+                if len(batch) == REBUILD_BATCH:
+                    self._hand_over(batch, on_records)
+                    batch = []
+        self._hand_over(batch, on_records)
         for entry in read_jsonl(self.brainstorm_path):
             self.brainstorm_done.add(entry["item_id"])
             self._extend_pool(entry["task_type"], entry["tasks"])
         self._ledger = self.ledger_path.open("a", encoding="utf-8")
         self._brainstorm = self.brainstorm_path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def _hand_over(
+        batch: list[dict[str, Any]], on_records: Callable[[list[dict[str, Any]]], None] | None
+    ) -> None:
+        if batch and on_records is not None:
+            on_records(batch)
 
     def _previous_run_json(self) -> dict[str, Any]:
         try:
@@ -134,7 +185,7 @@ class RunStore:
             return {}
 
     def shard_paths(self) -> list[Path]:
-        return sorted(self.raw_dir.glob("shard-*.jsonl"))
+        return self.accepted.paths()
 
     def _add_to_totals(self, entry: dict[str, Any]) -> None:
         self.totals.requests += 1
@@ -172,23 +223,15 @@ class RunStore:
 
     def accept(self, record: dict[str, Any], key: str) -> None:
         """Append the record to the current shard before anything else learns of it."""
-        if self._shard is None or self._shard_rows >= SHARD_ROWS:
-            self._open_next_shard()
-        self._write_line(self._shard, record)
-        self._shard_rows += 1
-        self.accepted_ids.add(record["id"])
+        self.accepted.write(record)
         self.finished_ids.add(record["id"])
         self.dedup_keys.add(key)
         self.totals.accepted[record["task_type"]] += 1
         self.totals.languages[record["language"]] += 1
 
-    def _open_next_shard(self) -> None:
-        if self._shard is not None:
-            self._shard.close()
-        existing = [int(p.stem.split("-")[1]) for p in self.shard_paths()]
-        index = max(existing, default=-1) + 1
-        self._shard = (self.raw_dir / f"shard-{index:05d}.jsonl").open("a", encoding="utf-8")
-        self._shard_rows = 0
+    def reject(self, record: dict[str, Any], reason: str) -> None:
+        """Keep a row a quality gate refused, with its reason, for re-examination."""
+        self.rejected.write({**record, "rejected_because": reason})
 
     def log_request(self, entry: dict[str, Any]) -> None:
         """One ledger line per request attempt; totals follow the ledger exactly."""
@@ -208,7 +251,9 @@ class RunStore:
         atomic_write_json(self.run_json_path, summary)
 
     def close(self) -> None:
-        for handle in (self._shard, self._ledger, self._brainstorm):
+        self.accepted.close()
+        self.rejected.close()
+        for handle in (self._ledger, self._brainstorm):
             if handle is not None:
                 handle.close()
-        self._shard = self._ledger = self._brainstorm = None
+        self._ledger = self._brainstorm = None

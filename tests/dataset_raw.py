@@ -18,6 +18,7 @@ SYMMETRIC_DEFINITIONS = {
     "bitext": "Retrieve parallel sentences.",
 }
 LANGUAGES = ("en", "en", "en", "de", "ja", "pl", "zh", "ar", "sw")
+UNVERIFIED = "sw"
 WORDS = (
     "alpha beta gamma delta river mountain ledger harbor quantum lattice saffron violet "
     "engine orbit glacier meadow cipher lantern archive summit tundra ember prism"
@@ -75,6 +76,9 @@ def make_record(index: int, task_type: str, rng: random.Random, scale: int = 1) 
         "generator_backend": "local",
         "usage": {"prompt_tokens": 200, "completion_tokens": 150},
         "example": native_example(task_type, rng, scale),
+        # As seeds' language gate marks them; Swahili rows stand for an unverifiable language.
+        "quality": {"language_verified": language != UNVERIFIED}
+        | ({"target_language_verified": True} if task_type == "bitext" else {}),
         "seeds_extra_key": "tolerated",
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import itertools
 import json
 import random
@@ -23,6 +24,8 @@ from typing import Any
 
 TRANSPORT_FAULTS = ("429", "500", "timeout")
 CONTENT_FAULTS = ("malformed", "truncated", "wrong_keys", "duplicate", "prose")
+# Answers with the right keys whose content is degenerate: the quality gates' business.
+GATE_FAULTS = ("placeholder", "markup", "too_short")
 PROMPT_KEY = re.compile(r'^- "(\w+)":', re.MULTILINE)
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
@@ -71,7 +74,7 @@ class FakeLLM:
             fault, self.first_faults = self.first_faults[0], self.first_faults[1:]
             return fault
         roll = self.rng.random()
-        names = TRANSPORT_FAULTS + (CONTENT_FAULTS if content_allowed else ())
+        names = TRANSPORT_FAULTS + (CONTENT_FAULTS + GATE_FAULTS if content_allowed else ())
         for name in names:
             rate = self.faults.get(name, 0.0)
             if roll < rate:
@@ -99,7 +102,25 @@ class FakeLLM:
             if self.brainstorm_style == "numbered":
                 return "Tasks:\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(tasks))
             return json.dumps({"tasks": tasks})
-        return json.dumps({k: f"{k} number {n} with some words about topic {n}." for k in keys})
+        return json.dumps({k: self._text(k, n, prompt) for k in keys})
+
+    @staticmethod
+    def _text(key: str, n: int, prompt: str) -> str:
+        """As many words as the prompt asks this field for, unique to this answer."""
+        asked = re.search(r"about (\d+) words", prompt) or re.search(
+            r"text of at least (\d+) words", prompt
+        )
+        if key in ("label", "misleading_label"):
+            count = 2
+        elif key == "user_query":
+            count = 12
+        elif asked and key not in ("S1", "S2", "S3"):
+            count = int(asked.group(1)) * 3 // 10  # just over the content rule's floor
+        else:
+            count = 30 if key in ("input", "positive_document") and "long" in prompt else 10
+        words = (hashlib.blake2b(f"{n}/{key}/{i}".encode(), digest_size=4).hexdigest()
+                 for i in range(count))  # fmt: skip
+        return f"{key} answer {n}: " + " ".join(words) + "."
 
     def chat(self, body: dict[str, Any], item: str | None) -> tuple[int, dict[str, str], Any]:
         """Status, extra headers and JSON payload for one chat request (no waiting)."""
@@ -132,6 +153,15 @@ class FakeLLM:
                 fault = "none"
         elif fault == "prose":
             content = f"Sure! Here is the example:\n```json\n{content}\n```\nHope it helps."
+        elif fault in GATE_FAULTS:
+            fields = json.loads(content)
+            first = next(iter(fields))
+            fields[first] = {
+                "placeholder": f"{{language}} {fields[first]}",
+                "markup": f"<p>{fields[first]}</p>",
+                "too_short": "x",
+            }[fault]
+            content = json.dumps(fields)
         if fault in ("none", "prose"):
             self.valid_contents.setdefault(tuple(keys), []).append(base)
         self.log.append(Served(item, kind, fault, 200, time.monotonic(), content))

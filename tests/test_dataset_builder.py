@@ -142,6 +142,10 @@ def test_card_parses_and_says_what_users_need(built: dict) -> None:
     data = card.data.to_dict()
     assert data["license"] == "apache-2.0"
     assert {"en", "de", "fr", "ja"} <= set(data["language"])
+    assert "sw" not in data["language"]  # claimed, never verified: named, not listed
+    assert "never confirmed by the language identifier, so left out of the metadata: `sw`" in (
+        card.text
+    )
     assert data["size_categories"] == ["n<1K"]
     assert "sentence-similarity" in data["task_categories"] and "synthetic" in data["tags"]
     assert [c["config_name"] for c in data["configs"]] == sorted(CONFIG_NAMES)

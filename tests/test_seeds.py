@@ -18,6 +18,7 @@ from tests.seeds_helpers import (
     check_ledger_adds_up,
     check_records,
     ledger,
+    read_jsonl_dir,
     records,
     run_dir,
     run_json,
@@ -256,3 +257,40 @@ def test_batch_mode_needs_a_remote_endpoint(write_config, capsys) -> None:
     config = write_config(generator={"backend": "local", "mode": "batch"})
     assert seeds(config) == 2
     assert "generator.mode = 'batch' needs backend = 'openai'" in capsys.readouterr().err
+
+
+def test_gates_reject_degenerate_rows_and_a_resumed_run_keeps_them_out(
+    serve, write_config
+) -> None:
+    first = ("placeholder", "markup", "too_short") * 2
+    server = serve(seed=4, first_faults=first)
+    config = seeds_config(write_config, server.url)
+    assert seeds(config) == 0
+    run, fake = run_dir(config), server.fake
+    rows, summary = records(run), run_json(run)
+    check_records(rows)
+    check_ledger_adds_up(run)
+    # A one-word first field is too short everywhere but in short_short, which asks for a
+    # short input: there it is a fine answer.
+    degenerate = [
+        s for s in fake.log
+        if s.fault in ("placeholder", "markup")
+        or (s.fault == "too_short" and not s.item.startswith("short_short"))
+    ]  # fmt: skip
+    gate_reasons = Counter({k: v for k, v in summary["rejected"].items() if ":" in k})
+    assert gate_reasons.total() == len(degenerate) >= 5
+    assert Counter(k.split(":")[0] for k in gate_reasons.elements()) == Counter(
+        s.fault for s in degenerate
+    )
+    kept = read_jsonl_dir(run / "rejected")
+    assert Counter(r["rejected_because"] for r in kept) == gate_reasons
+    rejected_ids = {r["id"] for r in kept}
+    assert not rejected_ids & {r["id"] for r in rows}
+    # a resumed run (targets grown) asks again for none of them and admits none of them
+    seen = len(fake.log)
+    grown = {t: n + 1 for t, n in SMALL_TARGETS.items()}
+    config = seeds_config(write_config, server.url, generation={"targets": grown})
+    assert seeds(config) == 0
+    assert not {s.item for s in fake.log[seen:]} & rejected_ids
+    assert not rejected_ids & {r["id"] for r in records(run)}
+    assert len(read_jsonl_dir(run / "rejected")) == len(degenerate)

@@ -1,0 +1,137 @@
+"""Quality gates: every generated row is measured before seeds accepts it.
+
+Shape checks (``seeds.parsing``) say a row has the right keys; the gates measure what the
+row is: content rules (``content``), the language of each text (``language``) and
+near-duplicates of rows already kept (``near_duplicates``). A rejected row is kept in the
+run's ``rejected/`` shards with its reason, so a rejection can be re-examined later, and
+its reason is counted in the ledger and ``run.json``. The gates take batches, so the same
+code checks one answer as it arrives and rebuilds its index over a whole run on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kit.config import QualitySection
+from seeds.gates.content import check_content
+from seeds.gates.language import VERIFIED, WRONG, LanguageCheck
+from seeds.gates.near_duplicates import NearDuplicateIndex
+from seeds.parsing import Rejection
+
+# Which side of the row each text must be written in (the templates ask for this).
+LANGUAGE_SIDES: dict[str, dict[str, str]] = {
+    "short_long": {"user_query": "source", "positive_document": "source",
+                   "hard_negative_document": "source"},
+    "long_short": {"input_text": "source"},
+    "short_short": {"input": "source", "positive_document": "source"},
+    "long_long": {"input": "source", "positive_document": "source"},
+    "sts": {"S1": "source", "S2": "source", "S3": "source"},
+    "bitext": {"S1": "source", "S2": "target", "S3": "target"},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A row that passed the shape checks, about to be judged."""
+
+    task_type: str
+    example: dict[str, str]
+    placeholders: dict[str, str]
+    language: str
+    target_language: str | None = None
+
+    def language_of(self, text_field: str) -> str | None:
+        side = LANGUAGE_SIDES[self.task_type].get(text_field)
+        if side is None:
+            return None
+        return self.target_language if side == "target" else self.language
+
+
+@dataclass
+class Verdict:
+    """``reason`` is None for a row the gates accept; ``quality`` goes into its record."""
+
+    reason: str | None
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+class QualityGates:
+    """The content and language gates, and the near-duplicate index of the run."""
+
+    def __init__(self, settings: QualitySection, kit_codes: Sequence[str]) -> None:
+        self.settings = settings
+        self.language = (
+            LanguageCheck(kit_codes, settings.language_min_chars, settings.language_min_confidence)
+            if settings.language_check
+            else None
+        )
+        self.near_duplicates = (
+            NearDuplicateIndex(settings.near_duplicate_threshold, settings.minhash_permutations)
+            if settings.near_duplicates
+            else None
+        )
+
+    def inspect(self, candidates: Sequence[Candidate]) -> list[Verdict]:
+        """Content and language verdicts, one per candidate, in order."""
+        verdicts = [Verdict(None) for _ in candidates]
+        if self.settings.content_rules:
+            for candidate, verdict in zip(candidates, verdicts, strict=True):
+                languages = {f: candidate.language_of(f) for f in candidate.example}
+                try:
+                    check_content(
+                        candidate.task_type, candidate.example, candidate.placeholders, languages
+                    )
+                except Rejection as rejection:
+                    verdict.reason = rejection.reason
+        if self.language is not None:
+            self._judge_languages(candidates, verdicts)
+        return verdicts
+
+    def _judge_languages(self, candidates: Sequence[Candidate], verdicts: list[Verdict]) -> None:
+        assert self.language is not None
+        texts, claims, owners = [], [], []
+        for index, candidate in enumerate(candidates):
+            for text_field, text in candidate.example.items():
+                claimed = candidate.language_of(text_field)
+                if claimed is not None and verdicts[index].reason is None:
+                    texts.append(text)
+                    claims.append(claimed)
+                    owners.append((index, text_field))
+        by_row: dict[int, dict[str, str]] = {}
+        for (index, text_field), outcome in zip(
+            owners, self.language.verdicts(texts, claims), strict=True
+        ):
+            by_row.setdefault(index, {})[text_field] = outcome
+        for index, fields in by_row.items():
+            candidate = candidates[index]
+            verdicts[index].reason = self._language_reason(candidate, fields)
+            verdicts[index].quality = {"language": fields} | self._verified(candidate, fields)
+
+    def _verified(self, candidate: Candidate, fields: dict[str, str]) -> dict[str, Any]:
+        sides = LANGUAGE_SIDES[candidate.task_type]
+        verified = {
+            side: any(v == VERIFIED for f, v in fields.items() if sides[f] == side)
+            for side in set(sides.values())
+        }
+        quality = {"language_verified": verified["source"]}
+        if "target" in verified:
+            quality["target_language_verified"] = verified["target"]
+        return quality
+
+    def _language_reason(self, candidate: Candidate, fields: dict[str, str]) -> str | None:
+        for text_field, outcome in fields.items():
+            if outcome == WRONG:
+                return f"wrong_language:{text_field}"
+        if self.settings.require_verified_language:
+            for side, verified in self._verified(candidate, fields).items():
+                if not verified:
+                    return f"unverified_{side.removesuffix('_verified')}"
+        return None
+
+    def admit(self, rows: Sequence[Sequence[str]]) -> list[bool]:
+        """Near-duplicate check and indexing, in order (all True when the gate is off)."""
+        if self.near_duplicates is None:
+            return [True] * len(rows)
+        return self.near_duplicates.admit(rows)

