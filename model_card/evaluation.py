@@ -12,11 +12,9 @@ import datetime
 import hashlib
 import json
 import logging
-import socket
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from kit.files import atomic_write_json, read_json_object
 from model_card.encoders import Embedder, mteb_encoder
@@ -25,20 +23,6 @@ from model_card.tasks import EvalTask
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Registry tasks download their data; skip them quietly when no Hub can be reached."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def run_fingerprint(embedder: Embedder, task: EvalTask) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from kit.cli import StageError
 from kit.config import Config
 from kit.files import read_json_object
+from kit.net import hub_reachable
 from kit.paths import layout
 from kit.provenance import build_provenance, write_provenance
 from model_card.card import build_card
@@ -26,7 +27,6 @@ from model_card.encoders import Embedder, build_base, load_trained
 from model_card.evaluation import (
     build_results,
     evaluate_model,
-    hub_reachable,
     load_results,
     previous_fingerprints,
     write_results,

@@ -1,1 +1,1 @@
-"""The demo Space: ``app.py`` is the Space itself; ``python -m space`` stages its repo folder."""
+"""The demo Space: ``space/demo/`` is the Space itself; ``python -m space`` stages its repo."""

@@ -1,26 +1,34 @@
-"""Stage the Space repo folder: the app, its settings, a Space card and pinned requirements.
+"""Stage the Space repo folder: the app's modules, its settings, a Space card and pinned
+requirements.
 
-The app itself is copied unchanged; what differs per release (Hub ids, title, limits) goes
-into ``settings.json`` beside it, so the file users read on the Hub is the file tested here.
+The files of ``space/demo/`` are copied unchanged; what differs per release (Hub ids, title,
+limits) goes into ``settings.json`` beside them, so the files users read on the Hub are the
+files tested here. Every file is written under a temporary name in the Space folder and then
+renamed, and ``app.py`` comes last: ``make`` watches it, so an interrupted staging is redone.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
-import shutil
+import sys
 import tempfile
+from dataclasses import fields
+from functools import cache
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
 from kit.cli import StageError
 from kit.config import Config
 
-APP_SOURCE = Path(__file__).with_name("app.py")
-# What app.py imports, plus the libraries that decide how a model loads; gradio itself is
+DEMO_DIR = Path(__file__).with_name("demo")
+APP_FILE = "app.py"
+# What the app imports, plus the libraries that decide how a model loads; gradio itself is
 # installed by the Space from the card's sdk_version.
 PINNED_PACKAGES = (
     "sentence-transformers",
@@ -32,6 +40,31 @@ PINNED_PACKAGES = (
     "pandas",
 )
 MAX_SHORT_DESCRIPTION = 60
+
+
+def demo_files() -> list[Path]:
+    """The Space's own files, ``app.py`` last (caches and hidden files are not part of it)."""
+    files = [
+        path
+        for path in DEMO_DIR.iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix != ".pyc"
+    ]
+    return sorted(files, key=lambda path: (path.name == APP_FILE, path.name))
+
+
+@cache
+def demo_settings() -> ModuleType:
+    """The app's own settings module (standard library only), read to stage its values.
+
+    It is imported under a private name: in the Space it is the top-level ``settings``.
+    """
+    name = "_space_demo_settings"
+    spec = importlib.util.spec_from_file_location(name, DEMO_DIR / "settings.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve the module's annotations through it
+    spec.loader.exec_module(module)
+    return module
 
 
 def hub_ids(config: Config) -> tuple[str, str]:
@@ -54,19 +87,30 @@ def requirements_text() -> str:
 
 
 def settings_for(config: Config) -> dict[str, object]:
-    """Defaults the app falls back to when its environment variables are unset."""
+    """The app's defaults for this release: Hub ids, title, and every ``[space]`` limit the
+    app has a setting for. Checked by the app's own ``Settings``, so a value the app would
+    refuse stops the staging instead of the Space."""
     model_id, dataset_id = hub_ids(config)
-    space = config.space
-    return {
+    settings = demo_settings()
+    values: dict[str, object] = {
         "model_id": model_id,
         "dataset_id": dataset_id,
-        "title": space.title,
-        "sample_documents": space.sample_documents,
-        "max_documents": space.max_documents,
-        "max_chars_per_document": space.max_chars_per_document,
-        "max_total_chars": space.max_total_chars,
-        "default_top_k": space.default_top_k,
+        "space_title": config.space.title,
     }
+    for spec in fields(settings.Settings):
+        if spec.name not in values and hasattr(config.space, spec.name):
+            values[spec.name] = getattr(config.space, spec.name)
+    try:
+        settings.Settings(**values)
+    except settings.SettingsError as exc:
+        raise StageError(f"the Space would refuse its settings: {exc}") from None
+    return values
+
+
+def environment_variables() -> list[str]:
+    """Every variable the app reads, one per setting."""
+    settings = demo_settings()
+    return [settings.env_name(spec.name) for spec in fields(settings.Settings)]
 
 
 CARD_BODY = """
@@ -88,9 +132,7 @@ following *Improving Text Embeddings with Large Language Models* (Wang et al., 2
   source, pasted, upload, api_name="/search")` with `source` one of `dataset`, `paste`,
   `upload`.
 
-Settings come from the environment, then `settings.json`: `MODEL_ID`, `DATASET_ID`,
-`SAMPLE_DOCUMENTS`, `MAX_DOCUMENTS`, `MAX_CHARS_PER_DOCUMENT`, `MAX_TOTAL_CHARS`,
-`DEFAULT_TOP_K`, `SPACE_TITLE`. To run it locally:
+Settings come from the environment, then `settings.json`: {variables}. To run it locally:
 `pip install gradio=={gradio_version} -r requirements.txt && MODEL_ID=path/to/model python app.py`.
 """
 
@@ -111,7 +153,7 @@ def space_card(config: Config) -> SpaceCard:
         sdk="gradio",
         sdk_version=gradio.__version__,
         python_version=".".join(platform.python_version_tuple()[:2]),
-        app_file="app.py",
+        app_file=APP_FILE,
         license=space.license,
         models=[model_id],
         datasets=[dataset_id],
@@ -128,35 +170,42 @@ def space_card(config: Config) -> SpaceCard:
         dataset_id=dataset_id,
         space_id=f"{config.hub.namespace}/{config.hub.space_repo}",
         gradio_version=gradio.__version__,
+        variables=", ".join(f"`{name}`" for name in environment_variables()),
         **{k: v for k, v in settings_for(config).items() if k.startswith(("max_", "sample_"))},
     )
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write under a temporary name in the same folder, then rename over ``path``."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def stage_space(config: Config, space_dir: Path) -> list[Path]:
-    """Write the Space folder; app.py goes last so an interrupted run is redone by make."""
+    """Write the Space folder; a module no longer in the app is removed so it is not pushed."""
     space_dir.mkdir(parents=True, exist_ok=True)
-    files = {
+    generated = {
         "README.md": str(space_card(config)),
         "requirements.txt": requirements_text(),
         "settings.json": json.dumps(settings_for(config), indent=2, ensure_ascii=False) + "\n",
     }
+    sources = demo_files()
+    for stale in space_dir.glob("*.py"):
+        if stale.name not in {source.name for source in sources}:
+            stale.unlink()
     written = []
-    for name, text in files.items():
-        _write_atomically(space_dir / name, text)
+    for name, text in generated.items():
+        _write_atomically(space_dir / name, text.encode("utf-8"))
         written.append(space_dir / name)
-    handle, temporary = tempfile.mkstemp(dir=space_dir, prefix=".app.py-")
-    os.close(handle)
-    shutil.copyfile(APP_SOURCE, temporary)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, space_dir / "app.py")
-    written.append(space_dir / "app.py")
+    for source in sources:
+        _write_atomically(space_dir / source.name, source.read_bytes())
+        written.append(space_dir / source.name)
     return written

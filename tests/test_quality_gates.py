@@ -28,7 +28,9 @@ def _gates(**settings: object) -> QualityGates:
     return QualityGates(QualitySection(**settings), list(XLMR_LANGUAGES))
 
 
-def _retrieval(query: str, positive: str, negative: str, language: str = "en", **slots) -> Candidate:
+def _retrieval(
+    query: str, positive: str, negative: str, language: str = "en", **slots: str
+) -> Candidate:
     placeholders = {"query_length": "5 to 15 words", "num_words": "50"} | slots
     example = {"user_query": query, "positive_document": positive,
                "hard_negative_document": negative}  # fmt: skip
@@ -62,7 +64,8 @@ LONG_EN_2 = (
          "markup:hard_negative_document"),
         (_retrieval("John Doom", LONG_EN, LONG_EN_2, query_length="at least 10 words"),
          "too_short:user_query"),
-        (_retrieval("how do river towns prepare", "Dikes.", LONG_EN_2), "too_short:positive_document"),
+        (_retrieval("how do river towns prepare", "Dikes.", LONG_EN_2),
+         "too_short:positive_document"),
         (_retrieval("how do river towns prepare for floods", LONG_EN, LONG_EN_2, num_words="500"),
          "too_short:positive_document"),
         (_retrieval("river city builds dikes and pumps", LONG_EN, LONG_EN_2), "query_in_positive"),

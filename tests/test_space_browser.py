@@ -106,10 +106,10 @@ def test_a_browser_searches_the_staged_space(
     dataset_dir = write_local_dataset(tmp_path / "release-data", DATASET_DOCUMENTS)
     env = {"MODEL_ID": str(tiny_st_model_dir), "DATASET_ID": str(dataset_dir)}
     with (
-        serve_staged_app(tmp_path / "build" / "space", env, tmp_path / "app.log") as url,
+        serve_staged_app(tmp_path / "build" / "space", env, tmp_path / "app.log") as served,
         headless_chromium() as driver,
     ):
-        driver.get(url)
+        driver.get(served.url)
         _wait_for(driver, tmp_path, "the page", lambda d: d.find_elements(By.ID, "search-button"))
         instruction = driver.find_element(By.CSS_SELECTOR, "#instruction input")
         assert instruction.get_attribute("value").startswith("query: ")
