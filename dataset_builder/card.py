@@ -16,9 +16,9 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_builder.decontamination import MIN_WORDS, EvaluationNgrams
 from dataset_builder.provenance import LedgerSummary
 from dataset_builder.raw_run import RunScan
+from kit.decontamination import MIN_WORDS, EvaluationNgrams
 from kit.schema import (
     CONFIG_NAMES,
     ROLES,

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from dataset_builder.card import CardInputs, render_card
-from dataset_builder.decontamination import EvaluationNgrams
 from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
 from dataset_builder.provenance import read_ledger, read_run_summary
 from dataset_builder.raw_run import SHARD_GLOB, RunScan, scan_run
 from kit.config import Config
+from kit.decontamination import EvaluationNgrams
 from kit.evalsets import data_fingerprint
 from kit.files import atomic_write_json, digest_files, read_json_object, sha256_file
 from kit.provenance import build_provenance, write_provenance
@@ -107,7 +107,9 @@ def _sync(
     return written, removed
 
 
-def _provenance(config: Config, source: str, run: dict[str, Any], repo_dir: Path) -> dict:
+def _provenance(
+    config: Config, source: str, run: dict[str, Any], repo_dir: Path, languages: list[str]
+) -> dict:
     """What training and the model card learn about this dataset, from the dataset itself."""
     data_files = sorted((repo_dir / "data").rglob("*.parquet"))
     generator = run.get("generator") if isinstance(run.get("generator"), dict) else {}
@@ -118,6 +120,7 @@ def _provenance(config: Config, source: str, run: dict[str, Any], repo_dir: Path
             key: generator.get(key) for key in ("model", "backend", "bundled_small_model")
         },
         "license": config.dataset.license,
+        "languages": languages,
     }
     return build_provenance(STAGE, config, ("dataset",), {"raw_run": source}, facts)
 
@@ -165,7 +168,8 @@ def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) 
             ngrams=ngrams,
         )
         render_card(inputs).save(repo_dir / "README.md")
-        write_provenance(repo_dir, _provenance(config, source, run, repo_dir))
+        provenance = _provenance(config, source, run, repo_dir, scan.stats.verified())
+        write_provenance(repo_dir, provenance)
         files = {
             p.relative_to(repo_dir).as_posix(): sha256_file(p)
             for p in sorted(repo_dir.rglob("*"))

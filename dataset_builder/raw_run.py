@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from dataset_builder.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 from dataset_builder.stats import CorpusStats
+from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 from kit.schema import (
     EXAMPLE_FIELDS,
     NATIVE_FIELDS,

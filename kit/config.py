@@ -113,6 +113,11 @@ class GenerationSection:
     tasks_per_brainstorm: int = _ranged(20, 1, 200)
     examples_per_task: float = _ranged(3.3, 0.1, 1000.0)
     languages: str = _choice("xlmr", "english", default="xlmr")
+    # Keep only these ISO 639-1 codes of the mix (weights renormalized); empty: all of it.
+    language_subset: list[str] = field(default_factory=list)
+    # Ask for only some of a template's placeholder values, e.g.
+    # {"short_long.num_words" = ["50", "100"]} (each a subset of the template's own values).
+    placeholder_subsets: dict[str, list[str]] = field(default_factory=dict)
     min_chars: int = _ranged(1, 0, None)
     max_chars: int = _ranged(20000, 1, None)
     budget_tokens: int = _ranged(0, 0, None)
@@ -173,6 +178,8 @@ class ExtraDataset:
     task_definition: str = field(default="", metadata={"required": True})
     config: str = "default"
     split: str = "train"
+    # A split of it to add to the validation pairs as well (empty: none).
+    validation_split: str = ""
     query_column: str = "query"
     positive_column: str = "positive"
     negative_column: str = "negative"
@@ -206,6 +213,11 @@ class TrainingSection:
     seed: int = 42
     save_steps: int = _ranged(500, 1, None)
     extra_datasets: list[ExtraDataset] = field(default_factory=list)
+    # The public sets above are checked against the evaluation sets like the synthetic rows.
+    decontaminate: bool = True
+    decontamination_ngram: int = _ranged(13, 3, 100)
+    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
+    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
 
 
 @dataclass(frozen=True)
@@ -429,15 +441,16 @@ def load_config(path: str | Path) -> Config:
 
 def _with_derived(config: Config) -> Config:
     """Facts one section takes from another, resolved once here so a stage reads its own
-    section only: the dataset stage keeps the evaluation sets out of the training data."""
-    dataset = config.dataset
-    if dataset.decontaminate:
-        dataset = dataclasses.replace(
-            dataset,
-            decontamination_sets=tuple(config.evaluation.local_tasks),
-            decontamination_registry=tuple(config.evaluation.mteb_tasks),
-        )
-    return dataclasses.replace(config, dataset=dataset)
+    section only: the dataset and training stages keep the evaluation sets out of the data."""
+    held_out = {
+        "decontamination_sets": tuple(config.evaluation.local_tasks),
+        "decontamination_registry": tuple(config.evaluation.mteb_tasks),
+    }
+    sections = {
+        name: dataclasses.replace(section, **held_out) if section.decontaminate else section
+        for name, section in (("dataset", config.dataset), ("training", config.training))
+    }
+    return dataclasses.replace(config, **sections)
 
 
 def section_digest(config: Config, name: str) -> str:

@@ -12,6 +12,7 @@ from kit.config import Config
 from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
 from seeds.client import Completion
 from seeds.gates import Candidate, QualityGates
+from seeds.judge import judge_item, load_judge_prompt, positive_wins, swapped
 from seeds.languages import LanguageSampler
 from seeds.parsing import (
     Rejection,
@@ -59,7 +60,8 @@ class SeedRun:
         self.backend = backend
         self.bundled_small_model = bundled_small_model
         self.gates = gates
-        self.sampler = LanguageSampler(self.gen.languages)
+        self.judge_prompt = load_judge_prompt() if config.quality.judge else None
+        self.sampler = LanguageSampler(self.gen.languages, self.gen.language_subset)
         self.targets = {t: self.gen.targets.get(t, 0) for t in TASK_TYPES}
         self.caps = {
             t: math.ceil(n * self.gen.max_requests_per_target) for t, n in self.targets.items()
@@ -207,8 +209,9 @@ class SeedRun:
         return sum(self.inflight.values())
 
     # ---- answers -------------------------------------------------------------------------
-    def handle_generation(self, item: WorkItem, completion: Completion) -> bool:
-        """Validate, dedup, store; True when accepted."""
+    def handle_generation(self, item: WorkItem, completion: Completion) -> bool | WorkItem:
+        """Validate, gate, dedup, store; True when accepted, or the judge request to send
+        when the row waits for the judge (it is held, so a kill does not lose it)."""
         template = self.templates[item.task_type]
         try:
             if completion.finish_reason == "length":
@@ -237,10 +240,69 @@ class SeedRun:
             self.store.reject(record, reason)
             self._ledger(item, completion, "rejected", reason)
             return False
-        self.store.accept(record, key)
+        judging = self._judge_request(record)
+        if judging is not None:
+            self.store.hold(record, key)
+            return judging
+        self._accept(record, key)
         self._ledger(item, completion, "accepted", "")
-        self.bar.update(1)
         return True
+
+    def _judge_request(self, record: dict[str, Any]) -> WorkItem | None:
+        if self.judge_prompt is None:
+            return None
+        item = WorkItem(record["id"], "generate", record["task_type"], "", {},
+                        task_definition=record["task_definition"])  # fmt: skip
+        return judge_item(self.judge_prompt, item, record["example"], self.gen.seed)
+
+    def held_judge_requests(self) -> list[WorkItem]:
+        """Judge requests of rows a killed run held: asked again, the rows are not."""
+        return [request for r in self.store.held.values() if (request := self._judge_request(r))]
+
+    def handle_judgement(self, request: WorkItem, completion: Completion | None) -> bool:
+        """Accept, swap or drop the held row the judge answered about; True when kept."""
+        record_id = request.item_id.removeprefix("judge-")
+        record, key = self.store.held[record_id], self.store.held_keys[record_id]
+        if completion is None:  # the judge could not be reached: keep the row, say so
+            verdict = "unavailable"
+        else:
+            try:
+                wins = positive_wins(completion.text, record_id, self.gen.seed)
+                verdict = "positive" if wins else "negative"
+            except Rejection as rejection:
+                verdict = rejection.reason
+            self._ledger(request, completion, "accepted", verdict)
+        record = {**record, "quality": {**record["quality"], "judge": verdict}}
+        if verdict == "negative" and self.config.quality.judge_action == "drop":
+            self.store.reject(record, "judge_rejected")
+            self._ledger_record(record, "rejected", "judge_rejected")
+            self.store.release(record_id)
+            return False
+        if verdict == "negative":
+            record["example"] = swapped(record["task_type"], record["example"])
+            record["quality"]["judge"] = "swapped"
+        self._accept(record, key)
+        self._ledger_record(record, "accepted", "")
+        self.store.release(record_id)
+        return True
+
+    def _accept(self, record: dict[str, Any], key: str) -> None:
+        self.store.accept(record, key)
+        self.bar.update(1)
+
+    def _ledger_record(self, record: dict[str, Any], outcome: str, reason: str) -> None:
+        """The generation request's ledger line, written once its row is settled."""
+        item = WorkItem(record["id"], "generate", record["task_type"], "", {})
+        usage = record["usage"]
+        self.log_attempt(
+            item,
+            {
+                "attempt": record.get("attempt"), "outcome": outcome, "reason": reason,
+                "status": 200, "response_format": record.get("response_format"),
+                "prompt_tokens": usage["prompt_tokens"],
+                "completion_tokens": usage["completion_tokens"], "latency_s": None,
+            },
+        )  # fmt: skip
 
     def record(
         self,

@@ -47,14 +47,17 @@ def language_weights(mode: str = "xlmr") -> dict[str, float]:
 
 
 class LanguageSampler:
-    """Draws languages from the mix; bitext targets are drawn from the full list, never the
-    source."""
+    """Draws languages from the mix; bitext targets are drawn from the same languages (all of
+    XLM-R unless a subset is given), never the source."""
 
-    def __init__(self, mode: str) -> None:
-        self._weights = language_weights(mode)
+    def __init__(self, mode: str, subset: list[str] | tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(subset) - set(XLMR_LANGUAGES))
+        if unknown:
+            raise ValueError(f"not an XLM-R language code: {unknown[0]!r}")
+        self._weights = _restricted(language_weights(mode), subset)
         self._codes = list(self._weights)
         self._values = list(self._weights.values())
-        self._all = language_weights("xlmr")
+        self._all = _restricted(language_weights("xlmr"), subset)
 
     def language(self, rng: random.Random) -> str:
         return rng.choices(self._codes, weights=self._values)[0]
@@ -64,6 +67,14 @@ class LanguageSampler:
         others = [code for code in self._all if code != source]
         target = rng.choices(others, weights=[self._all[c] for c in others])[0]
         return source, target
+
+
+def _restricted(weights: dict[str, float], subset: list[str] | tuple[str, ...]) -> dict[str, float]:
+    if not subset:
+        return weights
+    kept = {code: weight for code, weight in weights.items() if code in subset}
+    total = sum(kept.values())
+    return {code: weight / total for code, weight in kept.items()}
 
 
 def language_name(code: str) -> str:

@@ -31,6 +31,12 @@ async def _brainstorm(run: SeedRun, endpoint: Endpoint) -> None:
         await asyncio.gather(*(one(item) for item in items))
 
 
+async def _judge(run: SeedRun, endpoint: Endpoint, request: WorkItem) -> None:
+    """Ask the judge about a held row; a stop request leaves the row held for the next run."""
+    if run.may_start_request():
+        run.handle_judgement(request, await endpoint.complete(request))
+
+
 async def _generate(run: SeedRun, endpoint: Endpoint) -> None:
     changed = asyncio.Condition()
 
@@ -46,8 +52,9 @@ async def _generate(run: SeedRun, endpoint: Endpoint) -> None:
             run.started(item)
             try:
                 completion = await endpoint.complete(item)
-                if completion is not None:
-                    run.handle_generation(item, completion)
+                outcome = None if completion is None else run.handle_generation(item, completion)
+                if isinstance(outcome, WorkItem):
+                    await _judge(run, endpoint, outcome)
             finally:
                 run.finished(item)
                 async with changed:
@@ -76,6 +83,8 @@ async def run_live(run: SeedRun, endpoint: Endpoint) -> None:
             pass  # not the main thread: the caller owns signals
     try:
         await _brainstorm(run, endpoint)
+        for request in run.held_judge_requests():
+            await _judge(run, endpoint, request)
         await _generate(run, endpoint)
     finally:
         for sig in handled:

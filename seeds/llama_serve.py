@@ -12,12 +12,13 @@ import signal
 import threading
 
 
-def serve(model: str, port: int, context: int, threads: int) -> None:
+def serve(model: str, port: int, context: int, threads: int, parallel: int) -> None:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = model
-    params.n_ctx = context
+    params.n_parallel = parallel  # slots decoded together, each with ``context`` tokens
+    params.n_ctx = context * parallel
     params.hostnames = ["127.0.0.1"]
     params.port = port
     params.cpuparams.n_threads = threads
@@ -38,8 +39,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--n_ctx", type=int, default=2048)
     parser.add_argument("--n_threads", type=int, default=1)
+    parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
-    serve(args.model, args.port, args.n_ctx, args.n_threads)
+    serve(args.model, args.port, args.n_ctx, args.n_threads, args.parallel)
 
 
 if __name__ == "__main__":

@@ -39,13 +39,15 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def llama_server(model: Path, context: int, timeout_s: float, log_path: Path) -> Iterator[str]:
+def llama_server(
+    model: Path, context: int, parallel: int, timeout_s: float, log_path: Path
+) -> Iterator[str]:
     """Yield the server's base URL once it answers; always stop it afterwards."""
     port = free_port()
     command = [
         sys.executable, "-m", "seeds.llama_serve", "--model", str(model),
         "--port", str(port), "--n_ctx", str(context),
-        "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
+        "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)), "--parallel", str(parallel),
     ]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:

@@ -18,12 +18,12 @@ from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
 from seeds.gates import QualityGates
-from seeds.languages import XLMR_LANGUAGES
+from seeds.languages import XLMR_LANGUAGES, LanguageSampler
 from seeds.live import run_live
 from seeds.local_server import BUNDLED_GENERATOR, llama_server, resolve_gguf
 from seeds.parsing import dedup_key
 from seeds.store import RunStore
-from seeds.templates import load_templates
+from seeds.templates import TemplateError, load_templates, restrict_placeholders
 
 log = logging.getLogger("seeds")
 
@@ -47,6 +47,7 @@ def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[
             llama_server(
                 resolve_gguf(generator.local_model),
                 generator.local_context,
+                generator.concurrency,
                 generator.local_startup_timeout_s,
                 run_dir / "local_server.log",
             )
@@ -63,19 +64,29 @@ def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[
 
 def main(config: Config, args: argparse.Namespace) -> None:
     generator = config.generator
+    if config.quality.judge and generator.mode == "batch":
+        raise StageError("quality.judge asks the generator about each row: it needs mode = 'live'")
     run_dir = Path(layout(str(config.path))["run_dir"])
     bundled = generator.backend == "local" and generator.local_model == BUNDLED_GENERATOR
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if bundled:
         log.warning(SMALL_MODEL_WARNING)
+    try:
+        LanguageSampler(config.generation.languages, config.generation.language_subset)
+    except ValueError as exc:
+        raise StageError(f"generation.language_subset: {exc}") from None
+    try:
+        templates = restrict_placeholders(load_templates(), config.generation.placeholder_subsets)
+    except TemplateError as exc:
+        raise StageError(str(exc)) from None
     gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
     store = RunStore(run_dir)
     store.open(dedup_key, lambda rows: gates.admit([list(r["example"].values()) for r in rows]))
     run = SeedRun(
         config,
         store,
-        load_templates(),
+        templates,
         backend=generator.backend,
         bundled_small_model=bundled,
         gates=gates,

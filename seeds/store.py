@@ -130,6 +130,10 @@ class RunStore:
         self.rejected = ShardWriter(run_dir / "rejected")
         self._ledger: TextIO | None = None
         self._brainstorm: TextIO | None = None
+        self._judging: TextIO | None = None
+        self.judging_path = run_dir / "judging.jsonl"
+        self.held: dict[str, dict[str, Any]] = {}
+        self.held_keys: dict[str, str] = {}
 
     def open(
         self, dedup_key: Any, on_records: Callable[[list[dict[str, Any]]], None] | None = None
@@ -138,7 +142,7 @@ class RunStore:
         sees the accepted records in batches (the near-duplicate index is rebuilt from them)."""
         self.raw_dir.mkdir(parents=True, exist_ok=True)
         for path in [*self.shard_paths(), *self.rejected.paths(), self.ledger_path,
-                     self.brainstorm_path]:  # fmt: skip
+                     self.brainstorm_path, self.judging_path]:  # fmt: skip
             cut_torn_tail(path)
         previous = self._previous_run_json()
         if previous.get("started_at"):
@@ -165,11 +169,13 @@ class RunStore:
                     self._hand_over(batch, on_records)
                     batch = []
         self._hand_over(batch, on_records)
+        self._reload_held(set(self.finished_ids))
         for entry in read_jsonl(self.brainstorm_path):
             self.brainstorm_done.add(entry["item_id"])
             self._extend_pool(entry["task_type"], entry["tasks"])
         self._ledger = self.ledger_path.open("a", encoding="utf-8")
         self._brainstorm = self.brainstorm_path.open("a", encoding="utf-8")
+        self._judging = self.judging_path.open("a", encoding="utf-8")
 
     @staticmethod
     def _hand_over(
@@ -218,6 +224,32 @@ class RunStore:
         self.brainstorm_done.add(item_id)
         return added
 
+    def hold(self, record: dict[str, Any], key: str) -> None:
+        """Keep a row that waits for the judge: a resumed run asks the judge, not the
+        generator, again."""
+        self._write_line(self._judging, {"state": "held", "record": record, "key": key})
+        self.held[record["id"]] = record
+        self.held_keys[record["id"]] = key
+        self.finished_ids.add(record["id"])
+        self.dedup_keys.add(key)
+
+    def release(self, record_id: str) -> None:
+        """The held row is settled (accepted or rejected, both written before this line)."""
+        self._write_line(self._judging, {"state": "settled", "id": record_id})
+        self.held.pop(record_id, None)
+        self.held_keys.pop(record_id, None)
+
+    def _reload_held(self, settled: set[str]) -> None:
+        for line in read_jsonl(self.judging_path):
+            if line["state"] == "held" and line["record"]["id"] not in settled:
+                record = line["record"]
+                self.held[record["id"]], self.held_keys[record["id"]] = record, line["key"]
+                self.finished_ids.add(record["id"])
+                self.dedup_keys.add(line["key"])
+            elif line["state"] == "settled":
+                self.held.pop(line["id"], None)
+                self.held_keys.pop(line["id"], None)
+
     def is_duplicate(self, key: str) -> bool:
         return key in self.dedup_keys
 
@@ -253,7 +285,7 @@ class RunStore:
     def close(self) -> None:
         self.accepted.close()
         self.rejected.close()
-        for handle in (self._ledger, self._brainstorm):
+        for handle in (self._ledger, self._brainstorm, self._judging):
             if handle is not None:
                 handle.close()
-        self._ledger = self._brainstorm = None
+        self._ledger = self._brainstorm = self._judging = None

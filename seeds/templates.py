@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,26 @@ def _check_against_schema(path: Path, template: Template) -> None:
             f"{path}: {'symmetric' if symmetric else 'asymmetric'} task types "
             f"{'have no' if symmetric else 'need a'} brainstorm prompt"
         )
+
+
+def restrict_placeholders(
+    templates: dict[str, Template], subsets: dict[str, list[str]]
+) -> dict[str, Template]:
+    """Templates asking for only the given placeholder values (``task_type.name`` keys)."""
+    narrowed = {task_type: dict(t.placeholders) for task_type, t in templates.items()}
+    for key, values in subsets.items():
+        task_type, _, name = key.partition(".")
+        allowed = narrowed.get(task_type, {}).get(name)
+        if allowed is None:
+            raise TemplateError(f"generation.placeholder_subsets: no placeholder {key!r}")
+        unknown = [v for v in values if v not in allowed]
+        if unknown or not values:
+            raise TemplateError(
+                f"generation.placeholder_subsets.{key}: {unknown[0] if unknown else 'nothing'!r}"
+                f" is not one of the template's values ({', '.join(allowed)})"
+            )
+        narrowed[task_type][name] = [v for v in allowed if v in values]
+    return {t: replace(template, placeholders=narrowed[t]) for t, template in templates.items()}
 
 
 def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:

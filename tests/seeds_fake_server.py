@@ -94,6 +94,8 @@ class FakeLLM:
 
     def _content(self, keys: list[str], prompt: str) -> str:
         n = next(self.counter)
+        if keys == ["better"]:  # the judge always prefers the first candidate
+            return json.dumps({"better": "A"})
         if keys == ["tasks"]:
             count = int(m.group(1)) if (m := re.search(r"List (\d+)", prompt)) else 5
             tasks = [f"Find documents about subject {n}-{i} for a reader." for i in range(count)]
@@ -120,12 +122,12 @@ class FakeLLM:
             count = 30 if key in ("input", "positive_document") and "long" in prompt else 10
         words = (hashlib.blake2b(f"{n}/{key}/{i}".encode(), digest_size=4).hexdigest()
                  for i in range(count))  # fmt: skip
-        return f"{key} answer {n}: " + " ".join(words) + "."
+        return f"{key.replace('_', ' ')} answer {n}: " + " ".join(words) + "."
 
     def chat(self, body: dict[str, Any], item: str | None) -> tuple[int, dict[str, str], Any]:
         """Status, extra headers and JSON payload for one chat request (no waiting)."""
         keys = self._keys(body)
-        kind = "brainstorm" if keys == ["tasks"] else "generate"
+        kind = {"tasks": "brainstorm", "better": "judge"}.get(keys[0], "generate")
         fmt = (body.get("response_format") or {}).get("type", "text")
         if fmt in self.unsupported_formats:
             self.log.append(Served(item, kind, "format_refused", 400, time.monotonic()))

@@ -69,6 +69,7 @@ LONG_EN_2 = (
         (_retrieval("how do river towns prepare for floods", LONG_EN, LONG_EN_2, num_words="500"),
          "too_short:positive_document"),
         (_retrieval("river city builds dikes and pumps", LONG_EN, LONG_EN_2), "query_in_positive"),
+        (_retrieval("write_one_json_example", LONG_EN, LONG_EN_2), "markup:user_query"),
     ],
 )  # fmt: skip
 def test_content_rules(candidate: Candidate, reason: str | None) -> None:
@@ -149,8 +150,8 @@ def test_near_duplicates_keep_the_first_of_a_group() -> None:
 
 
 def test_decontamination_drops_rows_that_share_text_with_an_evaluation_set() -> None:
-    from dataset_builder.decontamination import Contamination, EvaluationNgrams, contaminated_mask
     from kit.config import load_config
+    from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 
     tasks = load_config(REPO / "configs" / "default.toml").evaluation.local_tasks
     ngrams = EvaluationNgrams.build(13, tasks, [])

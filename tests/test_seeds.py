@@ -294,3 +294,38 @@ def test_gates_reject_degenerate_rows_and_a_resumed_run_keeps_them_out(
     assert not {s.item for s in fake.log[seen:]} & rejected_ids
     assert not rejected_ids & {r["id"] for r in records(run)}
     assert len(read_jsonl_dir(run / "rejected")) == len(degenerate)
+
+
+@pytest.mark.parametrize("action", ["drop", "swap"])
+def test_the_judge_drops_or_swaps_rows_whose_negative_wins(serve, write_config, action) -> None:
+    from seeds.judge import JUDGED_FIELDS, positive_first
+
+    server = serve(seed=9)
+    config = seeds_config(write_config, server.url, quality={"judge": True, "judge_action": action})
+    assert seeds(config) == 0
+    run, fake = run_dir(config), server.fake
+    rows, summary, lines = records(run), run_json(run), ledger(run)
+    check_records(rows)
+    check_ledger_adds_up(run)
+    judged = [s.item.removeprefix("judge-") for s in fake.log if s.kind == "judge"]
+    assert judged and len(judged) == len(set(judged))
+    assert {x["item_id"] for x in lines if x["kind"] == "judge"} == {f"judge-{i}" for i in judged}
+    # The fake judge answers "A": the positive wins exactly where it was shown first.
+    lost = {i for i in judged if not positive_first(i, 3)}
+    by_id = {r["id"]: r for r in rows}
+    if action == "drop":
+        assert summary["rejected"].get("judge_rejected", 0) == len(lost) > 0
+        assert not lost & set(by_id)
+        kept = read_jsonl_dir(run / "rejected")
+        assert {r["id"] for r in kept if r["rejected_because"] == "judge_rejected"} == lost
+    else:
+        assert "judge_rejected" not in summary["rejected"]
+        swapped = {i for i, r in by_id.items() if r["quality"].get("judge") == "swapped"}
+        assert swapped == lost & set(by_id) and swapped
+        for record_id in swapped:
+            example = by_id[record_id]["example"]
+            _, positive, negative = JUDGED_FIELDS[by_id[record_id]["task_type"]]
+            assert example[positive].startswith(f"{negative.replace('_', ' ')} answer")
+    assert all(by_id[i]["quality"]["judge"] in ("positive", "swapped") for i in judged if i in by_id)
+    untouched = [r for r in rows if r["task_type"] not in JUDGED_FIELDS]
+    assert untouched and all("judge" not in r["quality"] for r in untouched)

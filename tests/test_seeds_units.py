@@ -298,3 +298,15 @@ def test_per_minute_limit_waits_once_the_allowance_is_spent() -> None:
         return time.monotonic() - started
 
     assert 0.45 <= asyncio.run(spend()) < 2.0
+
+
+def test_a_language_subset_keeps_the_mix_among_its_languages() -> None:
+    rng = random.Random(1)
+    subset = LanguageSampler("xlmr", ["en", "de", "fr"])
+    drawn = Counter(subset.language(rng) for _ in range(3000))
+    assert set(drawn) == {"en", "de", "fr"}
+    assert drawn["en"] > 0.8 * 3000 * 0.431 / (0.431 + 2 * 0.0282)  # English keeps its weight
+    pairs = [subset.pair(rng) for _ in range(200)]
+    assert all(s != t and {s, t} <= {"en", "de", "fr"} for s, t in pairs)
+    with pytest.raises(ValueError, match="not an XLM-R language code: 'xx'"):
+        LanguageSampler("xlmr", ["en", "xx"])

@@ -156,8 +156,10 @@ def test_loss_is_infonce_at_temperature_002(tiny_model_dirs):
         torch.testing.assert_close(value.detach(), by_hand, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bucketing", [True, False])
-def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, bucketing):
+@pytest.mark.parametrize(("bucketing", "mini_batch"), [(True, 2), (False, 2), (True, 8)])
+def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, bucketing, mini_batch):
+    """With mini_batch 8 one mini-batch holds the whole batch and the decoder runs once per
+    column, as in the uncached loss; with 2 it runs twice per mini-batch (cache, replay)."""
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, release_prompts())
@@ -170,9 +172,16 @@ def test_cached_bucketed_gradients_equal_the_uncached_loss(tiny_model_dirs, buck
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     want = gradients(MultipleNegativesRankingLoss(model, scale=50.0))
+    calls: list[int] = []
+    embeddings = model[0].auto_model.get_input_embeddings()
+    hook = embeddings.register_forward_hook(lambda *_: calls.append(1))
     got = gradients(
-        BucketedCachedInfoNCELoss(model, scale=50.0, mini_batch_size=2, length_bucketing=bucketing)
+        BucketedCachedInfoNCELoss(
+            model, scale=50.0, mini_batch_size=mini_batch, length_bucketing=bucketing
+        )
     )
+    hook.remove()
+    assert len(calls) == (3 if mini_batch >= len(ANCHORS) else 3 * 2 * 2)
     assert got.keys() == want.keys() and len(want) > 0
     for name in want:
         torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-4)

@@ -10,15 +10,16 @@ instruction is written into the anchor text; the documents carry none.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.cli import StageError
 from kit.config import ExtraDataset
+from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 from kit.files import digest_files, read_json_object
 from kit.instructions import instruct
-from kit.provenance import PROVENANCE_FILE
+from kit.provenance import PROVENANCE_FILE, public_name
 from kit.schema import MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
 
 REQUIRED_COLUMNS = ("task_definition", "query", "positive", "negative")
@@ -33,6 +34,7 @@ class TrainingData:
     validation: dict[str, Any]
     source: str
     revision: str
+    decontaminated: Contamination = field(default_factory=Contamination)
 
 
 def anchor_text(task_definition: str, query: str) -> str:
@@ -141,30 +143,65 @@ def _load(source: str, config_name: str) -> Any:
         raise StageError(f"cannot load dataset {source!r} config {config_name!r}: {exc}") from None
 
 
-def load_training_data(source: str, extra_datasets: list[ExtraDataset]) -> TrainingData:
-    """Read ``default`` (train and validation) and any extra labelled sets; check columns."""
-    corpus = _load(source, UNIFIED_CONFIG)
-    if "train" not in corpus:
-        raise StageError(f"dataset {source!r} has no 'train' split")
-    for name, split in corpus.items():
-        _check_columns(split, REQUIRED_COLUMNS, f"dataset {source!r} split {name!r}")
-    train = _pairs(corpus["train"])
+NO_SYNTHETIC = "none"
+
+
+def load_training_data(
+    source: str, extra_datasets: list[ExtraDataset], ngrams: EvaluationNgrams | None
+) -> TrainingData:
+    """Read ``default`` (train and validation) of the synthetic dataset, unless ``source`` is
+    ``none``, and the extra labelled sets, decontaminated when ``ngrams`` is given."""
+    train: dict[str, Any] = {}
+    validation: dict[str, Any] = {}
+    if source != NO_SYNTHETIC:
+        corpus = _load(source, UNIFIED_CONFIG)
+        if "train" not in corpus:
+            raise StageError(f"dataset {source!r} has no 'train' split")
+        for name, split in corpus.items():
+            _check_columns(split, REQUIRED_COLUMNS, f"dataset {source!r} split {name!r}")
+        train = _pairs(corpus["train"])
+        validation = _pairs(corpus["validation"]) if "validation" in corpus else {}
+    removed: Contamination = Contamination()
     for extra in extra_datasets:
         loaded = _load(extra.path, extra.config)
-        if extra.split not in loaded:
-            raise StageError(f"extra dataset {extra.path!r} has no split {extra.split!r}")
-        split = loaded[extra.split]
-        columns = (extra.query_column, extra.positive_column)
-        columns += (extra.negative_column,) if extra.negative_column else ()
-        _check_columns(split, columns, f"extra dataset {extra.path!r}")
-        _merge(
-            train,
-            _pairs(
-                split, extra.task_definition, extra.query_column, extra.positive_column,
-                extra.negative_column,
-            ),
-        )  # fmt: skip
+        for split_name, into in ((extra.split, train), (extra.validation_split, validation)):
+            if not split_name:
+                continue
+            if split_name not in loaded:
+                raise StageError(f"extra dataset {extra.path!r} has no split {split_name!r}")
+            split = _checked_extra(loaded[split_name], extra)
+            if ngrams is not None:
+                split = _decontaminated(split, extra, ngrams, removed)
+            _merge(
+                into,
+                _pairs(
+                    split, extra.task_definition, extra.query_column, extra.positive_column,
+                    extra.negative_column,
+                ),
+            )  # fmt: skip
     if not train:
         raise StageError(f"dataset {source!r} has no training rows")
-    validation = _pairs(corpus["validation"]) if "validation" in corpus else {}
-    return TrainingData(train, validation, source, dataset_revision(source))
+    revision = dataset_revision(source) if source != NO_SYNTHETIC else NO_SYNTHETIC
+    return TrainingData(train, validation, source, revision, removed)
+
+
+def _checked_extra(split: Any, extra: ExtraDataset) -> Any:
+    columns = (extra.query_column, extra.positive_column)
+    columns += (extra.negative_column,) if extra.negative_column else ()
+    _check_columns(split, columns, f"extra dataset {extra.path!r}")
+    return split
+
+
+def _decontaminated(
+    split: Any, extra: ExtraDataset, ngrams: EvaluationNgrams, removed: Contamination
+) -> Any:
+    """The rows of a public set that share no text with an evaluation set."""
+    import pyarrow as pa
+
+    columns = [c for c in (extra.query_column, extra.positive_column, extra.negative_column) if c]
+    texts = {column: pa.array(split[column], pa.string()) for column in columns}
+    example = pa.StructArray.from_arrays(list(texts.values()), names=columns)
+    ids = [f"{public_name(extra.path)}#{i}" for i in range(split.num_rows)]
+    table = pa.table({"id": ids, "example": example})
+    flagged = contaminated_mask(table, ngrams, removed).to_numpy(zero_copy_only=False)
+    return split.select([i for i, bad in enumerate(flagged) if not bad])

@@ -107,6 +107,11 @@ class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
             _minibatch_ranges(feature, self.mini_batch_size, self.mini_batch_num_tokens)
             for feature in sentence_features
         ]
+        if all(len(column) == 1 for column in ranges):
+            # One mini-batch holds the whole batch: caching would only add a second forward
+            # pass, so embed once with gradients and let autograd do the rest.
+            reps = [[self.model(feature)["sentence_embedding"]] for feature in sentence_features]
+            return self._loss_in_order(reps, labels, inverse_orders, with_backward=False)
         reps, random_states = [], []
         for feature, column_ranges in zip(sentence_features, ranges, strict=True):
             column_reps, column_states = [], []

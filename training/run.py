@@ -18,13 +18,21 @@ from typing import Any
 from kit.bundled import resolve_model
 from kit.cli import StageError
 from kit.config import Config, TrainingSection
+from kit.decontamination import EvaluationNgrams
 from kit.embedder import RECIPE, build_embedder, check_base_tokenizer
+from kit.evalsets import data_fingerprint
 from kit.files import read_json_object
 from kit.instructions import release_prompts
 from kit.paths import layout
 from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
-from training.data import TrainingData, dataset_provenance, dataset_revision, load_training_data
+from training.data import (
+    NO_SYNTHETIC,
+    TrainingData,
+    dataset_provenance,
+    dataset_revision,
+    load_training_data,
+)
 from training.evaluation import retrieval_accuracy
 from training.export import RECORD_FILE, merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
@@ -84,7 +92,17 @@ def main(config: Config, args: argparse.Namespace) -> None:
     if not args.fresh and _is_up_to_date(model_dir, provenance):
         log.info("%s is up to date with its dataset and [training]: nothing to do", model_dir)
         return
-    data = load_training_data(source, cfg.extra_datasets)
+    ngrams = (
+        EvaluationNgrams.build(
+            cfg.decontamination_ngram, cfg.decontamination_sets, cfg.decontamination_registry
+        )
+        if cfg.decontaminate and cfg.extra_datasets
+        else None
+    )
+    data = load_training_data(source, cfg.extra_datasets, ngrams)
+    if data.decontaminated.rows:
+        log.info("left out of the public sets, sharing text with evaluation sets: %s",
+                 dict(data.decontaminated.rows))  # fmt: skip
     base_path = resolve_model(cfg.base_model)
     prompts = release_prompts()
     check_base_tokenizer(base_path)
@@ -104,15 +122,17 @@ def main(config: Config, args: argparse.Namespace) -> None:
 def expected_provenance(config: Config, source: str) -> dict[str, Any]:
     """What the release would be made from: the dataset's data, the extra sets, [training]."""
     cfg = config.training
-    upstream = dataset_provenance(source)
+    upstream = dataset_provenance(source) if source != NO_SYNTHETIC else {}
     inputs = {
-        "dataset": dataset_revision(source),
+        "dataset": dataset_revision(source) if source != NO_SYNTHETIC else NO_SYNTHETIC,
         "extra_datasets": [dataset_revision(extra.path) for extra in cfg.extra_datasets],
+        "evaluation_sets": [data_fingerprint(t) for t in cfg.decontamination_sets],
     }
     facts = {
         "dataset": public_name(source),
         "dataset_repo_id": upstream.get("facts", {}).get("repo_id"),
         "generator": upstream.get("facts", {}).get("generator"),
+        "languages": upstream.get("facts", {}).get("languages") or [],
         "extra_datasets": [
             {"dataset": public_name(extra.path), "task_definition": extra.task_definition}
             for extra in cfg.extra_datasets
@@ -240,6 +260,10 @@ def train(
         "world_size": distributed.world_size(),
         "resumed_from": Path(resume).name if resume else None,
         "train_rows": {k: len(v) for k, v in data.train.items()},
+        "decontamination": {
+            "removed": dict(data.decontaminated.rows),
+            "examples": data.decontaminated.examples,
+        },
         "validation_accuracy_before": accuracy_before,
         "validation_accuracy_after": accuracy_after,
     }

@@ -23,7 +23,8 @@ MARKUP = re.compile(
     r"|```"
     r"|</?[A-Za-z][\w-]*[^<>]*>"  # an HTML/XML tag
     r'|"\w+"\s*:'  # a JSON key
-    r"|\b[\w-]+\.(?:json|jsonl|txt|html|xml|py|csv)\b",  # a file name
+    r"|\b[\w-]+\.(?:json|jsonl|txt|html|xml|py|csv)\b"  # a file name
+    r"|\b[a-z]+(?:_[a-z]+){2,}\b",  # a snake_case identifier such as a JSON key echoed back
 )
 QUERY_COPY_MIN_WORDS = 4
 

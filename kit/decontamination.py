@@ -1,5 +1,8 @@
 """Keep the evaluation sets out of the training data: drop rows sharing a word n-gram with one.
 
+The dataset stage applies it to the synthetic rows, and training to the public datasets it
+adds (``extra_datasets``), so no text of an evaluation set reaches the model either way.
+
 Both sides are tokenized by the same Arrow kernel (lower-case, split on anything that is not
 a letter or a digit). An evaluation text contributes its n-grams (13 words by default); a
 text shorter than that contributes itself whole, if it has at least ``MIN_WORDS`` words, so
