@@ -43,7 +43,10 @@ DESCRIPTION = (
 HOMEPAGE = "https://arxiv.org/abs/2401.00368"
 
 # Rejection reasons of the generation-time gates that carry no field name.
-GATE_REASONS = ("near_duplicate", "query_in_positive", "label_equals_input", "judge_rejected")
+GATE_REASONS = (
+    "near_duplicate", "query_in_positive", "label_equals_input", "judge_rejected",
+    "unverified_language", "unverified_target_language",
+)  # fmt: skip
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification"]
 TAGS = ["synthetic", "embeddings", "llm-generated", "e5-mistral", "multilingual", "parquet"]
 SIZE_CATEGORIES = (

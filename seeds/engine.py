@@ -36,8 +36,9 @@ BRAINSTORM_ROUNDS = 3
 
 def candidate(item: WorkItem, example: dict[str, str]) -> Candidate:
     return Candidate(
-        item.task_type, example, item.placeholders, item.language or "", item.target_language
-    )
+        item.task_type, example, item.placeholders, item.language or "", item.target_language,
+        item.prompt,
+    )  # fmt: skip
 
 
 class SeedRun:

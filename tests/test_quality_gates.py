@@ -77,6 +77,15 @@ def test_content_rules(candidate: Candidate, reason: str | None) -> None:
     assert _reasons(gates, [candidate]) == [reason]
 
 
+def test_the_prompt_written_back_is_rejected() -> None:
+    gates = _gates(language_check=False)
+    prompt = '- "S1": a phrase in Spanish.\n- "S2": a phrase in German that translates S1.'
+    echoed = {"S1": "a phrase in Spanish.", "S2": "Ein Satz auf Deutsch.", "S3": "Noch einer."}
+    fine = {"S1": "Una frase en español.", "S2": "Ein Satz auf Deutsch.", "S3": "Noch einer."}
+    rows = [Candidate("bitext", e, {}, "es", "de", prompt) for e in (echoed, fine)]
+    assert _reasons(gates, rows) == ["prompt_echo:S1", None]
+
+
 def test_label_equal_to_its_input_is_rejected() -> None:
     gates = _gates(language_check=False)
     slots = {"num_words": "less than 10"}

@@ -41,6 +41,7 @@ class Candidate:
     placeholders: dict[str, str]
     language: str
     target_language: str | None = None
+    prompt: str = ""  # what the generator was asked (its words must not come back as text)
 
     def language_of(self, text_field: str) -> str | None:
         side = LANGUAGE_SIDES[self.task_type].get(text_field)
@@ -81,8 +82,9 @@ class QualityGates:
                 languages = {f: candidate.language_of(f) for f in candidate.example}
                 try:
                     check_content(
-                        candidate.task_type, candidate.example, candidate.placeholders, languages
-                    )
+                        candidate.task_type, candidate.example, candidate.placeholders,
+                        languages, candidate.prompt,
+                    )  # fmt: skip
                 except Rejection as rejection:
                     verdict.reason = rejection.reason
         if self.language is not None:

@@ -27,6 +27,7 @@ MARKUP = re.compile(
     r"|\b[a-z]+(?:_[a-z]+){2,}\b",  # a snake_case identifier such as a JSON key echoed back
 )
 QUERY_COPY_MIN_WORDS = 4
+ECHO_MIN_WORDS = 3
 
 
 def word_count(text: str, language: str | None) -> int:
@@ -49,7 +50,7 @@ def _asked_words(task_type: str, field: str, placeholders: dict[str, str]) -> in
         at_least = number and placeholders.get("num_words", "").startswith("at least")
         return int(number.group()) if at_least else 1
     if task_type == "long_long":
-        return 100
+        return 50
     if task_type in ("sts", "bitext"):
         return {"phrase": 2, "sentence": 4, "passage": 30}.get(placeholders.get("unit", ""), 1)
     return 1
@@ -68,12 +69,17 @@ def check_lengths(
             raise Rejection(f"too_short:{field}", f"{word_count(text, languages.get(field))}")
 
 
-def check_fragments(example: dict[str, str]) -> None:
+def check_fragments(example: dict[str, str], prompt: str) -> None:
+    """JSON or markup debris, placeholders, and the prompt's own words written back."""
+    asked = normalize(prompt).casefold()
     for field, text in example.items():
         if PLACEHOLDER.search(text):
             raise Rejection(f"placeholder:{field}", text[:60])
         if MARKUP.search(text):
             raise Rejection(f"markup:{field}", text[:60])
+        echo = normalize(text).casefold().strip(" .:;")
+        if len(echo.split()) >= ECHO_MIN_WORDS and echo in asked:
+            raise Rejection(f"prompt_echo:{field}", text[:60])
 
 
 def check_copies(task_type: str, example: dict[str, str]) -> None:
@@ -92,8 +98,9 @@ def check_content(
     example: dict[str, str],
     placeholders: dict[str, str],
     languages: dict[str, str | None],
+    prompt: str = "",
 ) -> None:
     """Raise a ``Rejection`` naming the first content rule the example breaks."""
-    check_fragments(example)
+    check_fragments(example, prompt)
     check_lengths(task_type, example, placeholders, languages)
     check_copies(task_type, example)
