@@ -246,7 +246,7 @@ LOAD_WORDS = (
     "library market festival railway island desert glacier valley castle museum garden"
 ).split()
 SEARCH_KINDS = ("paste", "upload.txt", "upload.jsonl", "upload.csv")
-# Weights of the request kinds after each user's first search.
+# Weights of the request kinds after each user's first three requests.
 LOAD_MIX = {
     "paste": 4,
     "upload.txt": 1,
@@ -315,19 +315,16 @@ class MixedLoad:
 
     @staticmethod
     def _corpora(users: int, seed: int) -> dict[int, list[str]]:
+        """Short documents, unique across users by their "user U note N" prefix."""
         rng = random.Random(seed)
-        seen: set[str] = set()
-        corpora: dict[int, list[str]] = {}
-        for user in range(users):
-            documents = []
-            while len(documents) < LOAD_CORPUS_SIZE:
-                words = " ".join(rng.choice(LOAD_WORDS) for _ in range(rng.randint(3, 8)))
-                document = f"user {user} note {len(documents)}: {words}"
-                if document not in seen:
-                    seen.add(document)
-                    documents.append(document)
-            corpora[user] = documents
-        return corpora
+        return {
+            user: [
+                f"user {user} note {n}: "
+                + " ".join(rng.choice(LOAD_WORDS) for _ in range(rng.randint(3, 8)))
+                for n in range(LOAD_CORPUS_SIZE)
+            ]
+            for user in range(users)
+        }
 
     def _plan(self, user: int, folder: Path, count: int, seed: int) -> list[LoadRequest]:
         folder.mkdir(parents=True, exist_ok=True)

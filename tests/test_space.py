@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import pkgutil
 import sys
 import sysconfig
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 
 import gradio
 import pytest
+import torch
 from huggingface_hub import SpaceCard
 from sentence_transformers import SentenceTransformer
 
@@ -387,6 +389,23 @@ def test_the_cache_keeps_within_its_bytes(space, counting) -> None:
     nothing_kept.get(["one"])
     assert nothing_kept.get(["one"])[1] is False
     assert nothing_kept.stats().corpora == 0
+
+
+def test_the_cores_are_shared_between_the_searches_at_once(
+    space, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    previous = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert space.search.share_cores(1) == cores
+        assert space.search.share_cores(2) == max(1, cores // 2)
+        assert space.search.share_cores(4 * cores) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(3)
+        assert space.search.share_cores(2) == 3  # the operator's choice is kept
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_a_model_that_cannot_load_is_one_line(space, tmp_path: Path) -> None:

@@ -261,6 +261,7 @@ def test_inputs_the_page_cannot_send_are_refused_by_gradio_before_the_app(
     expect_error(client, message, **kwargs)
 
 
+@pytest.mark.slow
 def test_the_entry_point_exits_2_with_one_line_when_run_as_the_space_runs_it(
     space: SimpleNamespace,
 ) -> None:

@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 from corpus import SOURCE_DATASET, SOURCE_PASTE, SOURCE_UPLOAD, UPLOAD_TYPES, max_upload_bytes
 from errors import InputError
 from instructions import instruction_choices
-from search import MAX_TOP_K, ModelLoadError, Retriever, SearchResult, load_model
+from search import MAX_TOP_K, ModelLoadError, Retriever, SearchResult, load_model, share_cores
 from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("space")
@@ -196,12 +196,13 @@ def serve(demo: gr.Blocks, settings: Settings, **launch_options: object) -> None
     """Queue the searches and start the server.
 
     A free CPU Space has 2 vCPUs and embedding is CPU-bound, so ``concurrency_limit``
-    searches (default 2, one per vCPU) run at once: more would only share the same cores and
-    make each search slower. The others wait in the queue, which holds ``SERVED_USERS``
-    waiting searches: each of the users we promise to serve at once can have one waiting,
-    and past that a search is refused at once ("Queue is full") instead of waiting for
-    minutes. Gradio runs each search in a worker thread; ``max_threads`` only needs room
-    for the running searches plus the short pre- and post-processing steps beside them.
+    searches (default 2, one per vCPU, each with one torch thread: see ``share_cores``) run
+    at once; more would only share the same cores and make each search slower, and one at a
+    time leaves a core idle while the other parses, hashes and renders. The others wait in
+    the queue, which holds ``SERVED_USERS`` waiting searches: each of the users we promise to
+    serve at once can have one waiting, and past that a search is refused at once ("Queue is
+    full") instead of waiting for minutes. Gradio runs each search, with its pre- and
+    post-processing, in a worker thread; ``max_threads`` leaves room for those and no more.
     """
     demo.queue(default_concurrency_limit=settings.concurrency_limit, max_size=SERVED_USERS)
     demo.launch(
@@ -220,6 +221,7 @@ def main() -> int:
     except (SettingsError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    share_cores(settings.concurrency_limit)
     serve(build_demo(model, settings), settings)
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -47,6 +48,24 @@ def load_model(model_id: str) -> SentenceTransformer:
         raise ModelLoadError(
             f"Could not load the model {model_id!r}: {reason or type(exc).__name__}"
         ) from exc
+
+
+def share_cores(searches_at_once: int) -> int:
+    """Split the CPU cores between the searches that run at once; returns torch's threads.
+
+    Torch gives every search all the cores by default, so two searches at once would run
+    four threads on a free Space's 2 vCPUs and slow each other down. ``OMP_NUM_THREADS``,
+    when set, is left to decide.
+    """
+    if not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(max(1, (cores or 1) // searches_at_once))
+    log.info(
+        "torch uses %d thread(s) per search, %d search(es) at once",
+        torch.get_num_threads(),
+        searches_at_once,
+    )
+    return torch.get_num_threads()
 
 
 def corpus_key(documents: Sequence[str]) -> str:
