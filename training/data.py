@@ -65,7 +65,7 @@ def _negative_columns(split: Any, first: str) -> list[str]:
     return ([first] if first and first in split.column_names else []) + mined
 
 
-def _pairs(
+def pairs(
     split: Any,
     task_definition: str | None = None,
     query: str = "query",
@@ -159,8 +159,8 @@ def load_training_data(
             raise StageError(f"dataset {source!r} has no 'train' split")
         for name, split in corpus.items():
             _check_columns(split, REQUIRED_COLUMNS, f"dataset {source!r} split {name!r}")
-        train = _pairs(corpus["train"])
-        validation = _pairs(corpus["validation"]) if "validation" in corpus else {}
+        train = pairs(corpus["train"])
+        validation = pairs(corpus["validation"]) if "validation" in corpus else {}
     removed: Contamination = Contamination()
     for extra in extra_datasets:
         loaded = _load(extra.path, extra.config)
@@ -174,7 +174,7 @@ def load_training_data(
                 split = _decontaminated(split, extra, ngrams, removed)
             _merge(
                 into,
-                _pairs(
+                pairs(
                     split, extra.task_definition, extra.query_column, extra.positive_column,
                     extra.negative_column,
                 ),
