@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-EXTRAS ?= dev,local,deepspeed,export,bench
+EXTRAS ?= dev,local,deepspeed,bench
 
 layout = $(shell $(PYTHON) -m kit.paths $(CONFIG) $(1))
 STAMPS := $(call layout,stamp_dir)

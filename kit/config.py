@@ -212,6 +212,10 @@ class TrainingSection:
     num_processes: int = _ranged(1, 1, 4096)
     seed: int = 42
     save_steps: int = _ranged(500, 1, None)
+    # Diagnostics: validation pairs scored (accuracy@1), and every how many steps (0: only
+    # before and after training).
+    validation_pairs: int = _ranged(512, 2, None)
+    eval_steps: int = _ranged(0, 0, None)
     extra_datasets: list[ExtraDataset] = field(default_factory=list)
     # The public sets above are checked against the evaluation sets like the synthetic rows.
     decontaminate: bool = True

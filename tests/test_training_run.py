@@ -46,7 +46,7 @@ def trained(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
         dump_toml(
             {
                 "project": {"build_dir": str(root / "build"), "runs_dir": str(root / "runs")},
-                "training": training_section(tiny_model_dirs["gemma3"], dataset),
+                "training": training_section(tiny_model_dirs["gemma3"], dataset, eval_steps=6),
             }
         ),
         encoding="utf-8",
@@ -97,6 +97,15 @@ def test_training_record_has_the_agreed_fields(trained):
     assert record["hyperparameters"]["lora_r"] == 16
     assert record["precision"] == "fp32" and record["deepspeed"] is None
     assert record["train_rows"] == {"with_negative": 48, "without_negative": 48}
+    assert [step for step, _ in record["validation_accuracy_curve"]] == [6, 12, 18]
+    assert record["validation_accuracy_curve"][-1][1] == record["validation_accuracy_after"]
+    assert [step for step, _ in record["loss_curve"]] == list(range(1, 19))
+    # 16-row batches; rows with a hard negative see 31 negatives, rows without 15 of 31.
+    share = record["negatives_per_anchor_share"]
+    assert share["min"] == round(15 / 31, 4) and 15 / 31 < share["mean"] <= 1.0
+    checks = record["checks"]
+    assert checks["merged_equals_adapter_min_cosine"] > 0.9999 and checks["pools_eos"] is True
+    assert checks["mean_pairwise_cosine_after"] < 0.99  # not collapsed
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dirs, write_config, tmp_path):

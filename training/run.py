@@ -33,7 +33,14 @@ from training.data import (
     dataset_revision,
     load_training_data,
 )
-from training.evaluation import retrieval_accuracy
+from training.diagnostics import (
+    StepValidation,
+    mean_pairwise_cosine,
+    negatives_share,
+    pools_eos,
+    probe_texts,
+    retrieval_accuracy,
+)
 from training.export import RECORD_FILE, merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
 from training.model import add_lora, lora_state_dict
@@ -215,8 +222,14 @@ def train(
         length_bucketing=cfg.length_bucketing,
         gather_across_devices=distributed.world_size() > 1,
     )
-    trainer = EmbedderTrainer(model=model, args=training_args, train_dataset=data.train, loss=loss)
-    accuracy_before = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
+    batch = cfg.mini_batch_size
+    probes = probe_texts(data.validation or data.train)
+    spread_before = mean_pairwise_cosine(model, probes, batch)
+    along = StepValidation(model, data.validation, batch, cfg.validation_pairs, cfg.eval_steps)
+    trainer = EmbedderTrainer(
+        model=model, args=training_args, train_dataset=data.train, loss=loss, callbacks=[along]
+    )
+    accuracy_before = retrieval_accuracy(model, data.validation, batch, cfg.validation_pairs)
     resume = (
         None if args.fresh or not checkpoint_dir.is_dir() else get_last_checkpoint(checkpoint_dir)
     )
@@ -227,7 +240,8 @@ def train(
     runtime = time.monotonic() - started
     # Both are collective under ZeRO-3 (every forward and the adapter read gather the
     # partitioned weights), so every rank runs them before the others stop.
-    accuracy_after = retrieval_accuracy(model, data.validation, cfg.mini_batch_size)
+    accuracy_after = retrieval_accuracy(model, data.validation, batch, cfg.validation_pairs)
+    adapter_probes = model.encode(probes, batch_size=batch, convert_to_tensor=True)
     adapter_state = lora_state_dict(model)
     if not distributed.is_main_process():
         return
@@ -240,6 +254,15 @@ def train(
     release = merged_embedder(
         base_path, cfg.max_length, prompts, _lora_settings(cfg), adapter_state
     )
+    merged_probes = release.encode(probes, batch_size=batch, convert_to_tensor=True)
+    checks = {
+        "merged_equals_adapter_min_cosine": round(
+            float((merged_probes * adapter_probes.to(merged_probes.device)).sum(dim=1).min()), 6
+        ),
+        "mean_pairwise_cosine_before": spread_before,
+        "mean_pairwise_cosine_after": mean_pairwise_cosine(release, probes, batch),
+        "pools_eos": pools_eos(release),
+    }
     record = {
         "base_model": public_name(cfg.base_model),
         "dataset": provenance["facts"]["dataset_repo_id"] or public_name(data.source),
@@ -266,6 +289,14 @@ def train(
         },
         "validation_accuracy_before": accuracy_before,
         "validation_accuracy_after": accuracy_after,
+        "validation_accuracy_curve": along.curve,
+        "loss_curve": [
+            (entry["step"], round(float(entry["loss"]), 4))
+            for entry in trainer.state.log_history
+            if "loss" in entry
+        ],
+        "negatives_per_anchor_share": negatives_share(trainer.batch_shapes, per_device_batch),
+        "checks": checks,
     }
     save_release(release, Path(paths["model_dir"]), record, provenance)
     log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], output.global_step, runtime)

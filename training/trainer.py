@@ -1,6 +1,8 @@
-"""The stock trainer, resuming a LoRA run from its own checkpoints."""
+"""The stock trainer, resuming a LoRA run from its own checkpoints and noting batch shapes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
 
@@ -12,6 +14,16 @@ class EmbedderTrainer(SentenceTransformerTrainer):
     adapter-only folder means a second base model load and mismatched parameter names.
     DeepSpeed runs resume through DeepSpeed's own checkpoint instead and never get here.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_shapes: list[tuple[int, int]] = []  # (rows, text columns) of each step
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        ids = [value for key, value in inputs.items() if key.endswith("input_ids")]
+        if ids and model.training:
+            self.batch_shapes.append((len(ids[0]), len(ids)))
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: object = None) -> None:
         from peft import load_peft_weights, set_peft_model_state_dict
