@@ -20,6 +20,8 @@ from pathlib import Path
 from bench import FULL_RUN_VARIABLE, full_run
 
 BENCHES = ("bundled", "seeds", "dataset", "training", "model_card", "space", "release")
+# Run only when named (``make bench-quality``): it trains three models, about 45 minutes.
+ON_REQUEST = ("quality",)
 OUTPUT = Path("BENCHMARKS.md")
 SECTION = re.compile(r"^<!-- bench:(\w+) -->\n(.*?)^<!-- /bench:\1 -->\n", re.M | re.S)
 
@@ -45,7 +47,7 @@ def previous_sections() -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--config", default="configs/default.toml")
-    parser.add_argument("--only", nargs="*", choices=BENCHES, default=list(BENCHES))
+    parser.add_argument("--only", nargs="*", choices=BENCHES + ON_REQUEST, default=list(BENCHES))
     args = parser.parse_args()
     sections = previous_sections()
     failed = []
@@ -68,7 +70,7 @@ def main() -> int:
         "# Benchmarks\n\nWritten by `make bench`; each section compares against a named peer "
         "in the same run, so ratios hold when the machine's speed drifts.\n"
     ]
-    for name in BENCHES:
+    for name in BENCHES + ON_REQUEST:
         if name in sections:
             parts.append(f"<!-- bench:{name} -->\n{sections[name]}<!-- /bench:{name} -->\n")
     OUTPUT.write_text("\n".join(parts), encoding="utf-8")

@@ -226,7 +226,7 @@ def build_section(inputs: CardInputs) -> str:
         "split by example."
     )
     lines.append(
-        f"- Source run digest (SHA-256 over its raw shards, run.json and ledger): "
+        f"- Source run digest (SHA-256 over its raw shards): "
         f"`{inputs.source_digest}`"
     )
     return "\n".join(lines)

@@ -55,14 +55,16 @@ def manifest_path(output_dir: Path) -> Path:
 
 
 def run_digest(run_dir: Path) -> str:
-    """SHA-256 over the run's files (names and bytes): the card shows it as the data's source."""
-    paths = [*run_dir.glob(SHARD_GLOB), run_dir / "run.json", run_dir / "ledger.jsonl"]
-    return digest_files(run_dir, paths)
+    """SHA-256 over the run's raw shards (names and bytes): the card shows it as the data's
+    source. The run's summary and ledger carry times, so they are left out of it."""
+    return digest_files(run_dir, list(run_dir.glob(SHARD_GLOB)))
 
 
-def fingerprint(config: Config, source: str) -> str:
-    """The run digest plus the settings the output depends on and this code."""
-    digest = hashlib.sha256(source.encode())
+def fingerprint(config: Config, run_dir: Path, source: str) -> str:
+    """The raw rows, the run's summary and ledger, the settings the output depends on and
+    this code: a change to any of them is a new build."""
+    summary = [run_dir / "run.json", run_dir / "ledger.jsonl"]
+    digest = hashlib.sha256((source + digest_files(run_dir, summary)).encode())
     settings = {
         "dataset": asdict(config.dataset),
         "evaluation_sets": [data_fingerprint(t) for t in config.dataset.decontamination_sets],
@@ -129,7 +131,7 @@ def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) 
     """Build ``output_dir`` from ``run_dir``; skip when the manifest says nothing changed."""
     run = read_run_summary(run_dir)
     source = run_digest(run_dir)
-    expected = fingerprint(config, source)
+    expected = fingerprint(config, run_dir, source)
     manifest = read_json_object(manifest_path(output_dir)) or {}
     if not force and _is_current(output_dir, manifest, expected):
         return BuildResult(output_dir, True, expected, [], [], len(manifest["files"]), None)

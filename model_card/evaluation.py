@@ -52,13 +52,17 @@ def evaluate_model(
     batch_size: int,
     previous: dict[tuple[str, str], str],
     fresh: bool = False,
+    instructed: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate one model on every task; return per task its score, cache file and timing."""
+    """Evaluate one model on every task; return per task its score, cache file and timing.
+
+    ``instructed=False`` runs a model as it is meant to be used when it takes no instruction
+    (a peer such as all-MiniLM-L6-v2): no prompt on either side."""
     import mteb
 
     cache = mteb.ResultCache(eval_dir)
     prompts: dict[str, str] = {}
-    for task in tasks:
+    for task in tasks if instructed else ():
         prompts.update(task.prompts())
     encoder = mteb_encoder(embedder, prompts)
     out: dict[str, dict[str, Any]] = {}

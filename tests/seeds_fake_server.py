@@ -58,6 +58,9 @@ class FakeLLM:
     brainstorm_style: str = "json"
     batch_delay_s: float = 0.0
     require_key: str | None = None
+    # Answers depend on the request alone, not on the order requests arrive in, so two runs
+    # of the same plan (one of them killed and resumed) get the same answers.
+    by_request: bool = False
     log: list[Served] = field(default_factory=list)
     batches_created: list[str] = field(default_factory=list)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,7 +96,10 @@ class FakeLLM:
         return keys or ["tasks"]
 
     def _content(self, keys: list[str], prompt: str) -> str:
-        n = next(self.counter)
+        if self.by_request:
+            n = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=3).digest(), "big")
+        else:
+            n = next(self.counter)
         if keys == ["better"]:  # the judge always prefers the first candidate
             return json.dumps({"better": "A"})
         if keys == ["tasks"]:
