@@ -24,6 +24,7 @@ from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
 from dataset_builder.provenance import read_ledger, read_run_summary
 from dataset_builder.raw_run import SHARD_GLOB, RunScan, scan_run
+from kit.cli import StageError, unwritable
 from kit.config import Config
 from kit.decontamination import EvaluationNgrams
 from kit.evalsets import data_fingerprint
@@ -150,33 +151,53 @@ def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) 
             if config.dataset.decontaminate
             else None
         )
-        scan = scan_run(run_dir, staging / "spool", ngrams)
-        repo_dir = staging / "repo"
-        infos = write_parquet(
-            scan, repo_dir, config.dataset.validation_fraction, config.dataset.max_shard_rows
-        )
-        plots = write_plots(scan.stats, repo_dir)
-        inputs = CardInputs(
-            repo_id=config.hub.repo_id("dataset"),
-            pretty_name=config.dataset.pretty_name,
-            license=config.dataset.license,
-            validation_fraction=config.dataset.validation_fraction,
-            scan=scan,
-            run=run,
-            ledger=read_ledger(run_dir),
-            infos=infos,
-            source_digest=source,
-            plots=plots,
-            ngrams=ngrams,
-        )
-        render_card(inputs).save(repo_dir / "README.md")
-        provenance = _provenance(config, source, run, repo_dir, scan.stats.verified())
-        write_provenance(repo_dir, provenance)
-        files = {
-            p.relative_to(repo_dir).as_posix(): sha256_file(p)
-            for p in sorted(repo_dir.rglob("*"))
-            if p.is_file()
-        }
-        written, removed = _sync(repo_dir, output_dir, files, manifest.get("files") or {})
+        try:
+            scan = scan_run(run_dir, staging / "spool", ngrams)
+            files = _write_repo(config, run_dir, run, source, scan, staging, ngrams)
+            written, removed = _sync(
+                staging / "repo", output_dir, files, manifest.get("files") or {}
+            )
+        except OSError as exc:
+            line = unwritable(exc, output_dir.parent)
+            if line is None:
+                raise
+            raise StageError(line) from None
     atomic_write_json(manifest_path(output_dir), {"fingerprint": expected, "files": files})
     return BuildResult(output_dir, False, expected, written, removed, len(files), scan)
+
+
+def _write_repo(
+    config: Config,
+    run_dir: Path,
+    run: dict[str, Any],
+    source: str,
+    scan: RunScan,
+    staging: Path,
+    ngrams: EvaluationNgrams | None,
+) -> dict[str, str]:
+    """Write the whole repo into ``staging``; return each file's SHA-256."""
+    repo_dir = staging / "repo"
+    infos = write_parquet(
+        scan, repo_dir, config.dataset.validation_fraction, config.dataset.max_shard_rows
+    )
+    plots = write_plots(scan.stats, repo_dir)
+    inputs = CardInputs(
+        repo_id=config.hub.repo_id("dataset"),
+        pretty_name=config.dataset.pretty_name,
+        license=config.dataset.license,
+        validation_fraction=config.dataset.validation_fraction,
+        scan=scan,
+        run=run,
+        ledger=read_ledger(run_dir),
+        infos=infos,
+        source_digest=source,
+        plots=plots,
+        ngrams=ngrams,
+    )
+    render_card(inputs).save(repo_dir / "README.md")
+    write_provenance(repo_dir, _provenance(config, source, run, repo_dir, scan.stats.verified()))
+    return {
+        p.relative_to(repo_dir).as_posix(): sha256_file(p)
+        for p in sorted(repo_dir.rglob("*"))
+        if p.is_file()
+    }

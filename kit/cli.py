@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,24 @@ from kit.errors import StageError
 
 EXIT_CONFIG = 2
 __all__ = ["EXIT_CONFIG", "StageError", "run_stage"]
+# Errors of a place that cannot be written: full, over quota, read-only, or a size limit.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
+UNWRITABLE_WORDS = ("No space left", "Disk quota", "Read-only file system", "File too large")
+
+
+def unwritable(exc: OSError, folder: object = None) -> str | None:
+    """One line for an error that means "cannot write here", or None for any other; a
+    library that does not say which file (pyarrow) is named by the ``folder`` it wrote in."""
+    text = str(exc)
+    if exc.errno not in UNWRITABLE and not any(word in text for word in UNWRITABLE_WORDS):
+        return None
+    target = exc.filename or folder
+    where = f" {target}" if target else ""
+    reason = exc.strerror or text.splitlines()[0]
+    return (
+        f"cannot write{where}: {reason}; make room (or make it writable) and run the same "
+        "command again: finished files were kept"
+    )
 
 
 def run_stage(
@@ -32,5 +51,11 @@ def run_stage(
         main(config, args)
     except (ConfigError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        line = unwritable(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     return 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from kit.files import atomic_write_bytes
 
 
 def plot_results(results: dict[str, Any], out_path: Path) -> Path:
@@ -46,7 +49,8 @@ def plot_results(results: dict[str, Any], out_path: Path) -> Path:
     ax.set_title(f"mteb {results['mteb_version']}: this model vs. its base model")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
+    image = io.BytesIO()
+    # No software version in the PNG: the same scores give the same bytes.
+    fig.savefig(image, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    return out_path
+    return atomic_write_bytes(out_path, image.getvalue())

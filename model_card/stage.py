@@ -18,7 +18,7 @@ from typing import Any
 
 from kit.cli import StageError
 from kit.config import Config
-from kit.files import read_json_object
+from kit.files import atomic_write_text, read_json_object
 from kit.net import hub_reachable
 from kit.paths import layout
 from kit.provenance import build_provenance, write_provenance
@@ -189,7 +189,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
         not_evaluated_reason=reason,
         data_caveat=data_caveat(facts),
     )
-    card.save(model_dir / "README.md")
+    atomic_write_text(model_dir / "README.md", str(card))
     write_provenance(
         eval_dir,
         build_provenance(

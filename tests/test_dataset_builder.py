@@ -300,3 +300,49 @@ def test_a_task_type_without_rows_is_left_out_and_said_so(tmp_path: Path) -> Non
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "No rows in this run, so not loadable: `retrieval`, `classification`" in card
     assert "small generator bundled" not in card
+
+
+def test_a_truncated_shard_is_detected_and_rebuilt(built: dict, tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    first = build(built["config"], built["run_dir"], out)
+    shard = sorted(out.glob("data/default/train-*.parquet"))[0]
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 3])  # a copy cut short by a kill or a full disk
+    again = build(built["config"], built["run_dir"], out)
+    assert not again.skipped and again.written == [shard.relative_to(out).as_posix()]
+    assert shard.read_bytes() == good and again.fingerprint == first.fingerprint
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_dataset(tmp_path: Path) -> None:
+    """A file-size limit stands for a full disk: writes fail with EFBIG past 64 KiB."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path)
+    run_dir = tmp_path / "runs" / "run"
+    write_run(run_dir, synthesize(40, seed=8), shards=1)
+    assert run_stage("dataset_builder", main, ["--config", str(config)], add_arguments) == 0
+    out = tmp_path / "build-run" / "dataset"
+    before = snapshot(out)
+    write_run(run_dir, synthesize(400, seed=9, scale=4), shards=1)  # a bigger run to publish
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    command = [sys.executable, "-m", "dataset_builder", "--config", str(config)]
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    full = subprocess.run(command, cwd=repo, env=env, preexec_fn=limited, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert full.returncode == 2, full.stderr[-2000:]
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write ") and "File too large" in last, last
+    assert last.endswith("run the same command again: finished files were kept")
+    assert snapshot(out) == before
+    assert not list(out.parent.glob(".dataset-build-*"))
+    assert (
+        subprocess.run(command, cwd=repo, env=env, capture_output=True, check=False).returncode == 0
+    )
+    assert snapshot(out) != before and len(datasets.load_dataset(str(out))["train"]) > 40

@@ -207,3 +207,34 @@ def test_launcher_with_another_process_count_is_refused(
         "the launcher started 3 processes but training.num_processes is 1",
         previous_release,
     )
+
+
+def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
+    tiny_model_dirs, write_config, tmp_path
+):
+    """A kill while the trainer writes checkpoint-4 leaves it without its state file or with
+    a cut weights file: the run resumes from checkpoint-2. A torn release record means an
+    unfinished release: the next run trains again instead of trusting it."""
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, epochs=1.0)
+    first = write_config("first.toml", training={**section, "max_steps": 4})
+    assert run_training(first) == 0
+    checkpoints = tmp_path / "build" / "checkpoints"
+    newest = checkpoints / "checkpoint-4" / "adapter_model.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    second = write_config("second.toml", training={**section, "max_steps": 6})
+    assert run_training(second) == 0
+    model_dir = tmp_path / "build" / "model"
+    record = json.loads((model_dir / "training_record.json").read_text())
+    assert record["resumed_from"] == "checkpoint-2" and record["steps"] == 6
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    # A torn record: not up to date, so the same config trains again (from checkpoint-6).
+    text = (model_dir / "training_record.json").read_text()
+    (model_dir / "training_record.json").write_text(text[: len(text) // 2])
+    assert run_training(second) == 0
+    again = json.loads((model_dir / "training_record.json").read_text())
+    assert again["resumed_from"] == "checkpoint-6" and again["finished_at"] >= record["finished_at"]
+    # A finished release with the same inputs is not trained again.
+    before = (model_dir / "model.safetensors").stat().st_mtime_ns
+    assert run_training(second) == 0
+    assert (model_dir / "model.safetensors").stat().st_mtime_ns == before

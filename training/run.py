@@ -26,6 +26,7 @@ from kit.instructions import release_prompts
 from kit.paths import layout
 from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
+from training.checkpoints import last_complete_checkpoint
 from training.data import (
     NO_SYNTHETIC,
     TrainingData,
@@ -174,7 +175,6 @@ def train(
     from sentence_transformers.sentence_transformer.training_args import (
         SentenceTransformerTrainingArguments,
     )
-    from transformers.trainer_utils import get_last_checkpoint
 
     cfg = config.training
     model = build_embedder(base_path, cfg.max_length, prompts)
@@ -230,9 +230,7 @@ def train(
         model=model, args=training_args, train_dataset=data.train, loss=loss, callbacks=[along]
     )
     accuracy_before = retrieval_accuracy(model, data.validation, batch, cfg.validation_pairs)
-    resume = (
-        None if args.fresh or not checkpoint_dir.is_dir() else get_last_checkpoint(checkpoint_dir)
-    )
+    resume = None if args.fresh else last_complete_checkpoint(checkpoint_dir)
     if resume:
         log.info("resuming from %s", resume)
     started = time.monotonic()

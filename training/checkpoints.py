@@ -1,0 +1,58 @@
+"""Which checkpoint a resumed run may trust.
+
+The trainer writes a checkpoint folder file by file and ``trainer_state.json`` last, so a
+kill can leave a newer folder half written (and its clean-up of an older one half done). A
+checkpoint is complete when its state file parses and names its own step and its adapter
+weights read back; the newest complete one is resumed from and the broken ones are removed
+first, so the trainer's own rotation never counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from kit.files import read_json_object
+
+log = logging.getLogger(__name__)
+PREFIX = "checkpoint-"
+
+
+def _step(folder: Path) -> int:
+    suffix = folder.name.removeprefix(PREFIX)
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def is_complete(folder: Path) -> bool:
+    state = read_json_object(folder / "trainer_state.json")
+    if state is None or state.get("global_step") != _step(folder):
+        return False
+    adapter = folder / "adapter_model.safetensors"
+    if not adapter.is_file():  # a DeepSpeed checkpoint keeps its weights in its own layout
+        return (folder / "latest").is_file()
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(adapter), framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_tensor(name)
+    except Exception:  # noqa: BLE001 - any read error means a file cut short
+        return False
+    return True
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint under ``folder``; incomplete ones are deleted."""
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob(f"{PREFIX}*") if p.is_dir() and _step(p) >= 0),
+                   key=_step, reverse=True)  # fmt: skip
+    resume = None
+    for checkpoint in found:
+        if resume is None and is_complete(checkpoint):
+            resume = str(checkpoint)
+        elif resume is None or not is_complete(checkpoint):
+            log.warning("%s is incomplete (stopped while being written): removed", checkpoint)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    return resume
