@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from dataset_builder.card import CardInputs, render_card
+from dataset_builder.hard_negatives import MinedNegatives, embedder_identity, mine
 from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
-from dataset_builder.provenance import read_ledger, read_run_summary
+from dataset_builder.provenance import read_ledger, read_run_provenance, read_run_summary
 from dataset_builder.raw_run import SHARD_GLOB, RunScan, scan_run
 from kit.cli import StageError, unwritable
 from kit.config import Config
@@ -66,9 +67,11 @@ def fingerprint(config: Config, run_dir: Path, source: str) -> str:
     this code: a change to any of them is a new build."""
     summary = [run_dir / "run.json", run_dir / "ledger.jsonl"]
     digest = hashlib.sha256((source + digest_files(run_dir, summary)).encode())
+    mining = config.dataset.hard_negatives
     settings = {
         "dataset": asdict(config.dataset),
         "evaluation_sets": [data_fingerprint(t) for t in config.dataset.decontamination_sets],
+        "hard_negatives_embedder": embedder_identity(mining) if mining.enabled else None,
         "repo_id": config.hub.repo_id("dataset"),
         "versions": {name: metadata.version(name) for name in VERSIONED_PACKAGES},
     }
@@ -111,7 +114,13 @@ def _sync(
 
 
 def _provenance(
-    config: Config, source: str, run: dict[str, Any], repo_dir: Path, languages: list[str]
+    config: Config,
+    run_dir: Path,
+    source: str,
+    run: dict[str, Any],
+    repo_dir: Path,
+    languages: list[str],
+    mined: MinedNegatives | None,
 ) -> dict:
     """What training and the model card learn about this dataset, from the dataset itself."""
     data_files = sorted((repo_dir / "data").rglob("*.parquet"))
@@ -124,13 +133,17 @@ def _provenance(
         },
         "license": config.dataset.license,
         "languages": languages,
+        "hard_negatives": mined.facts() if mined else None,
     }
-    return build_provenance(STAGE, config, ("dataset",), {"raw_run": source}, facts)
+    seeds = read_run_provenance(run_dir).get("config_sections", {})
+    inputs = {"raw_run": source, "seeds_config_sections": seeds}
+    return build_provenance(STAGE, config, ("dataset",), inputs, facts)
 
 
 def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) -> BuildResult:
     """Build ``output_dir`` from ``run_dir``; skip when the manifest says nothing changed."""
     run = read_run_summary(run_dir)
+    read_run_provenance(run_dir)
     source = run_digest(run_dir)
     expected = fingerprint(config, run_dir, source)
     manifest = read_json_object(manifest_path(output_dir)) or {}
@@ -177,9 +190,9 @@ def _write_repo(
 ) -> dict[str, str]:
     """Write the whole repo into ``staging``; return each file's SHA-256."""
     repo_dir = staging / "repo"
-    infos = write_parquet(
-        scan, repo_dir, config.dataset.validation_fraction, config.dataset.max_shard_rows
-    )
+    fraction, mining = config.dataset.validation_fraction, config.dataset.hard_negatives
+    mined = mine(mining, scan, fraction) if mining.enabled else None
+    infos = write_parquet(scan, repo_dir, fraction, config.dataset.max_shard_rows, mined)
     plots = write_plots(scan.stats, repo_dir)
     inputs = CardInputs(
         repo_id=config.hub.repo_id("dataset"),
@@ -193,9 +206,11 @@ def _write_repo(
         source_digest=source,
         plots=plots,
         ngrams=ngrams,
+        mined=mined,
     )
     render_card(inputs).save(repo_dir / "README.md")
-    write_provenance(repo_dir, _provenance(config, source, run, repo_dir, scan.stats.verified()))
+    facts = _provenance(config, run_dir, source, run, repo_dir, scan.stats.verified(), mined)
+    write_provenance(repo_dir, facts)
     return {
         p.relative_to(repo_dir).as_posix(): sha256_file(p)
         for p in sorted(repo_dir.rglob("*"))

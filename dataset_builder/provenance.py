@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from kit.cli import StageError
+from kit.files import read_json_object
+from kit.provenance import PROVENANCE_FILE
+from kit.schema import RAW_SCHEMA_VERSION
 
 
 def read_run_summary(run_dir: Path) -> dict[str, Any]:
@@ -23,6 +26,19 @@ def read_run_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(summary, dict):
         raise StageError(f"{path} must hold a JSON object")
     return summary
+
+
+def read_run_provenance(run_dir: Path) -> dict[str, Any]:
+    """The seeds run's provenance.json (absent in runs written before it existed); a run of
+    another raw schema stops here rather than deep inside the scan."""
+    provenance = read_json_object(run_dir / PROVENANCE_FILE) or {}
+    version = (provenance.get("facts") or {}).get("schema_version", RAW_SCHEMA_VERSION)
+    if version != RAW_SCHEMA_VERSION:
+        raise StageError(
+            f"{run_dir / PROVENANCE_FILE}: the run was written with raw schema {version}, "
+            f"this kit reads schema {RAW_SCHEMA_VERSION}; regenerate it with this kit's seeds"
+        )
+    return provenance
 
 
 @dataclass

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from kit.cli import StageError
 from kit.config import Config
+from kit.files import digest_files
 from kit.logs import redact
 from kit.paths import layout
+from kit.provenance import build_provenance, write_provenance
+from kit.schema import RAW_SCHEMA_VERSION
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
@@ -112,10 +115,30 @@ def main(config: Config, args: argparse.Namespace) -> None:
         run.close()
         summary = run.summary()
         store.write_run_json(summary)
+        write_provenance(run_dir, _provenance(config, summary, bundled))
         store.close()
         _report(summary, run_dir, bundled)
     if run.stopped_reason == "interrupted":
         raise StageError(f"interrupted; run the same command again to resume {run_dir}")
+
+
+def _provenance(config: Config, summary: dict, bundled: bool) -> dict:
+    """What the dataset stage needs to know about this run, without reading our sections."""
+    prompts = Path(__file__).parent
+    files = [*prompts.glob("templates/*.json"), *prompts.glob("prompts/*.json")]
+    return build_provenance(
+        "seeds",
+        config,
+        ("generator", "generation", "quality"),
+        {"prompt_files": digest_files(prompts, files)},
+        {
+            "schema_version": RAW_SCHEMA_VERSION,
+            "generator_model": summary["generator"]["model"],
+            "bundled_small_generator": bundled,
+            "stopped_reason": summary["stopped_reason"],
+            "accepted": sum(summary["accepted"].values()),
+        },
+    )
 
 
 def _report(summary: dict, run_dir: Path, bundled: bool) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from kit.cli import run_stage
 from kit.config import Config
 from kit.paths import layout
-from space.staging import hub_ids, stage_space
+from space.staging import stage_space
 
 log = logging.getLogger("space")
 
@@ -18,7 +18,7 @@ log = logging.getLogger("space")
 def main(config: Config, args: argparse.Namespace) -> None:
     space_dir = Path(layout(str(config.path))["space_dir"])
     written = stage_space(config, space_dir)
-    model_id, dataset_id = hub_ids(config)
+    model_id, dataset_id = config.hub.repo_id("model"), config.hub.repo_id("dataset")
     log.info("staged %s (%s)", space_dir, ", ".join(path.name for path in written))
     log.info("the app loads %s and samples %s by default", model_id, dataset_id)
     log.info("try it locally: MODEL_ID=<model folder> python %s", space_dir / "app.py")

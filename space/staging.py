@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import platform
 import sys
-import tempfile
 from dataclasses import fields
 from functools import cache
 from importlib import metadata
@@ -25,6 +23,8 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from kit.cli import StageError
 from kit.config import Config
+from kit.files import atomic_write_bytes, digest_files
+from kit.provenance import PROVENANCE_FILE, build_provenance
 
 DEMO_DIR = Path(__file__).with_name("demo")
 APP_FILE = "app.py"
@@ -67,12 +67,6 @@ def demo_settings() -> ModuleType:
     return module
 
 
-def hub_ids(config: Config) -> tuple[str, str]:
-    """The model and dataset repo ids the release pushes, which the Space loads by default."""
-    hub = config.hub
-    return f"{hub.namespace}/{hub.model_repo}", f"{hub.namespace}/{hub.dataset_repo}"
-
-
 def installed_version(package: str) -> str:
     """The version in use, without a local build tag (``2.13.0+cpu`` is ``2.13.0`` on PyPI)."""
     try:
@@ -90,11 +84,10 @@ def settings_for(config: Config) -> dict[str, object]:
     """The app's defaults for this release: Hub ids, title, and every ``[space]`` limit the
     app has a setting for. Checked by the app's own ``Settings``, so a value the app would
     refuse stops the staging instead of the Space."""
-    model_id, dataset_id = hub_ids(config)
     settings = demo_settings()
     values: dict[str, object] = {
-        "model_id": model_id,
-        "dataset_id": dataset_id,
+        "model_id": config.hub.repo_id("model"),
+        "dataset_id": config.hub.repo_id("dataset"),
         "space_title": config.space.title,
     }
     for spec in fields(settings.Settings):
@@ -147,7 +140,7 @@ def space_card(config: Config) -> SpaceCard:
             f"space.short_description has {len(space.short_description)} characters; "
             f"the Hub allows {MAX_SHORT_DESCRIPTION}"
         )
-    model_id, dataset_id = hub_ids(config)
+    model_id, dataset_id = config.hub.repo_id("model"), config.hub.repo_id("dataset")
     data = SpaceCardData(
         title=space.title,
         sdk="gradio",
@@ -168,7 +161,7 @@ def space_card(config: Config) -> SpaceCard:
         title=space.title,
         model_id=model_id,
         dataset_id=dataset_id,
-        space_id=f"{config.hub.namespace}/{config.hub.space_repo}",
+        space_id=config.hub.repo_id("space"),
         gradio_version=gradio.__version__,
         variables=", ".join(f"`{name}`" for name in environment_variables()),
         **{k: v for k, v in settings_for(config).items() if k.startswith(("max_", "sample_"))},
@@ -176,36 +169,32 @@ def space_card(config: Config) -> SpaceCard:
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write under a temporary name in the same folder, then rename over ``path``."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def stage_space(config: Config, space_dir: Path) -> list[Path]:
     """Write the Space folder; a module no longer in the app is removed so it is not pushed."""
     space_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings_for(config)
+    sources = demo_files()
+    provenance = build_provenance(
+        "space",
+        config,
+        ("space",),
+        {"app_files": digest_files(DEMO_DIR, sources)},
+        {"model_id": settings["model_id"], "dataset_id": settings["dataset_id"]},
+    )
     generated = {
         "README.md": str(space_card(config)),
         "requirements.txt": requirements_text(),
-        "settings.json": json.dumps(settings_for(config), indent=2, ensure_ascii=False) + "\n",
+        "settings.json": json.dumps(settings, indent=2, ensure_ascii=False) + "\n",
+        PROVENANCE_FILE: json.dumps(provenance, indent=2, sort_keys=True) + "\n",
     }
-    sources = demo_files()
     for stale in space_dir.glob("*.py"):
         if stale.name not in {source.name for source in sources}:
             stale.unlink()
     written = []
     for name, text in generated.items():
-        _write_atomically(space_dir / name, text.encode("utf-8"))
+        atomic_write_bytes(space_dir / name, text.encode("utf-8"))
         written.append(space_dir / name)
     for source in sources:
-        _write_atomically(space_dir / source.name, source.read_bytes())
+        atomic_write_bytes(space_dir / source.name, source.read_bytes())
         written.append(space_dir / source.name)
     return written

@@ -288,6 +288,23 @@ def test_missing_run_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert err.startswith("error: no seeds run at") and "\n" not in err
 
 
+def test_a_run_of_another_raw_schema_stops_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config_path = write_config(tmp_path)
+    run = tmp_path / "runs" / "run"
+    write_run(run, [make_record(i, "sts", random.Random(1)) for i in range(4)], bundled=False)
+    (run / "provenance.json").write_text(
+        json.dumps({"format_version": 1, "stage": "seeds", "facts": {"schema_version": 1}})
+    )
+    assert run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {run / 'provenance.json'}: the run was written with raw schema 1, this kit "
+        f"reads schema {RAW_SCHEMA_VERSION}; regenerate it with this kit's seeds"
+    )
+    assert not (tmp_path / "build-run").exists()
+
+
 def test_a_task_type_without_rows_is_left_out_and_said_so(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     rng = random.Random(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import run_stage
+from kit.schema import RAW_SCHEMA_VERSION
 from seeds.main import add_arguments, main
 from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
@@ -71,6 +73,11 @@ def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
     no_secret_in(run)
     assert summary["complete"] and summary["stopped_reason"] == "targets_reached"
     assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
+    provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
+    assert provenance["stage"] == "seeds"
+    assert set(provenance["config_sections"]) == {"generator", "generation", "quality"}
+    assert provenance["facts"]["accepted"] == len(rows) == sum(SMALL_TARGETS.values())
+    assert provenance["facts"]["schema_version"] == RAW_SCHEMA_VERSION
     assert Counter(r["task_type"] for r in rows) == Counter(SMALL_TARGETS)
 
     served = fake.faults_served("generate")
@@ -259,9 +266,7 @@ def test_batch_mode_needs_a_remote_endpoint(write_config, capsys) -> None:
     assert "generator.mode = 'batch' needs backend = 'openai'" in capsys.readouterr().err
 
 
-def test_gates_reject_degenerate_rows_and_a_resumed_run_keeps_them_out(
-    serve, write_config
-) -> None:
+def test_gates_reject_degenerate_rows_and_a_resumed_run_keeps_them_out(serve, write_config) -> None:
     first = ("placeholder", "markup", "too_short") * 2
     server = serve(seed=4, first_faults=first)
     config = seeds_config(write_config, server.url)

@@ -446,8 +446,11 @@ def test_staging_writes_a_space_repo_that_points_at_the_release(
     modules = sorted(path.name for path in staging.DEMO_DIR.glob("*.py"))
     assert {"app.py", "corpus.py", "instructions.py", "search.py", "settings.py"} <= set(modules)
     assert sorted(p.name for p in space_dir.iterdir()) == sorted(
-        ["README.md", "requirements.txt", "settings.json", *modules]
+        ["README.md", "provenance.json", "requirements.txt", "settings.json", *modules]
     )
+    provenance = json.loads((space_dir / "provenance.json").read_text(encoding="utf-8"))
+    assert provenance["stage"] == "space" and list(provenance["config_sections"]) == ["space"]
+    assert provenance["facts"] == {"model_id": "acme/emb", "dataset_id": "acme/data"}
     card = SpaceCard.load(space_dir / "README.md")
     assert card.data.sdk == "gradio"
     assert card.data.sdk_version == gradio.__version__
@@ -478,7 +481,7 @@ def test_staging_writes_app_py_last_and_leaves_no_temporary_files(
     space_dir.mkdir(parents=True)
     (space_dir / "old_module.py").write_text("print('removed from the app')\n")
     order: list[str] = []
-    write = staging._write_atomically
+    write = staging.atomic_write_bytes
 
     def interrupted(path: Path, data: bytes) -> None:
         order.append(path.name)
@@ -486,19 +489,19 @@ def test_staging_writes_app_py_last_and_leaves_no_temporary_files(
             raise KeyboardInterrupt  # the user stops `make space` at the last file
         write(path, data)
 
-    monkeypatch.setattr(staging, "_write_atomically", interrupted)
+    monkeypatch.setattr(staging, "atomic_write_bytes", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_stage("space", stage_main, ["--config", str(config)])
     assert order[-1] == "app.py" and len(order) == len(set(order))
     assert not (space_dir / "app.py").exists() and not (space_dir / "old_module.py").exists()
-    monkeypatch.setattr(staging, "_write_atomically", write)
+    monkeypatch.setattr(staging, "atomic_write_bytes", write)
 
     def failing_replace(source: str, target: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(staging.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        staging._write_atomically(space_dir / "app.py", b"partial")
+        staging.atomic_write_bytes(space_dir / "app.py", b"partial")
     assert sorted(p.name for p in space_dir.iterdir() if p.name.startswith(".")) == []
 
 
