@@ -74,9 +74,7 @@ class EvaluationNgrams:
     unavailable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def build(
-        cls, n: int, local: Iterable[LocalTask], registry: Iterable[str]
-    ) -> EvaluationNgrams:
+    def build(cls, n: int, local: Iterable[LocalTask], registry: Iterable[str]) -> EvaluationNgrams:
         sets: dict[str, list[str]] = {task.name: task_texts(task) for task in local}
         unavailable = {}
         for name in registry:
@@ -136,9 +134,7 @@ class Contamination:
     examples: dict[str, str] = field(default_factory=dict)
 
 
-def contaminated_mask(
-    table: pa.Table, ngrams: EvaluationNgrams, found: Contamination
-) -> pa.Array:
+def contaminated_mask(table: pa.Table, ngrams: EvaluationNgrams, found: Contamination) -> pa.Array:
     """True for each row that shares a gram with an evaluation set."""
     flagged = np.zeros(table.num_rows, dtype=bool)
     if not ngrams.grams or not table.num_rows:
@@ -165,5 +161,3 @@ def contaminated_mask(
                 found.rows[owner] += 1
                 found.examples.setdefault(owner, row_ids[row])
     return pa.array(flagged)
-
-
