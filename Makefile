@@ -79,7 +79,7 @@ push: $(STAMPS)/dataset.done $(STAMPS)/evaluate.done $(STAMPS)/space.done
 	$(PY) -m release --config $(CONFIG)
 
 demo: $(STAMPS)/evaluate.done $(STAMPS)/space.done
-	$(PY) -m space.demo_server --config $(CONFIG)
+	$(PY) -m space --config $(CONFIG) --serve
 
 # The Space's browser test drives Debian's headless Chromium through chromedriver.
 browser:

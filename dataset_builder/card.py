@@ -16,6 +16,7 @@ from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from dataset_builder.hard_negatives import MinedNegatives, TypeStats
 from dataset_builder.provenance import LedgerSummary
 from dataset_builder.raw_run import RunScan
 from kit.decontamination import MIN_WORDS, EvaluationNgrams
@@ -26,7 +27,9 @@ from kit.schema import (
     SYMMETRIC_TYPES,
     TASK_TYPES,
     TYPE_CONFIGS,
+    UNIFIED_CONFIG,
     config_columns,
+    mined_negative_columns,
 )
 
 CITATION = """@article{wang2024improving,
@@ -73,6 +76,7 @@ class CardInputs:
     source_digest: str
     plots: list[str]
     ngrams: EvaluationNgrams | None = None
+    mined: MinedNegatives | None = None
 
 
 def size_category(rows: int) -> str:
@@ -142,7 +146,8 @@ def configs_section(inputs: CardInputs) -> str:
     rows = []
     for name in CONFIG_NAMES:
         task_type = TYPE_CONFIGS.get(name, "all")
-        columns = ", ".join(f"`{column}`" for column in config_columns(name))
+        mined = inputs.mined.count if inputs.mined and name == UNIFIED_CONFIG else 0
+        columns = ", ".join(f"`{column}`" for column in config_columns(name, mined))
         rows.append(
             [f"`{name}`", task_type, columns, *(_rows(inputs, name, split) for split in SPLITS)]
         )
@@ -225,10 +230,7 @@ def build_section(inputs: CardInputs) -> str:
         "measures unseen instructions; STS and bitext share one fixed instruction, so they are "
         "split by example."
     )
-    lines.append(
-        f"- Source run digest (SHA-256 over its raw shards): "
-        f"`{inputs.source_digest}`"
-    )
+    lines.append(f"- Source run digest (SHA-256 over its raw shards): `{inputs.source_digest}`")
     return "\n".join(lines)
 
 
@@ -262,6 +264,56 @@ def quality_section(inputs: CardInputs) -> str:
         f"evaluation text of {MIN_WORDS} to {ngrams.n - 1} words) were dropped:",
         "",
         _table(["evaluation set", "texts", "rows dropped", "example id"], rows or [["–"] * 4]),
+    ]
+    return "\n".join(lines)
+
+
+def _scores(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} / {np.median(values):.4f}" if values else "–"
+
+
+def _mining_row(name: str, stats: TypeStats) -> list[Any]:
+    skipped = f"{stats.skipped} of {stats.nearest}" if stats.nearest else "–"
+    return [name, stats.rows, stats.mined, stats.rows - stats.mined,
+            _scores(stats.positive_scores), _scores(stats.negative_scores), skipped]  # fmt: skip
+
+
+def hard_negatives_section(inputs: CardInputs) -> str:
+    """How the extra negatives were mined, and what the margin did to them."""
+    mined = inputs.mined
+    if mined is None:
+        return (
+            "Not mined for this build: `negative` is the generator's own hard negative "
+            "(`[dataset.hard_negatives] enabled = true` mines more)."
+        )
+    columns = mined_negative_columns(mined.count)
+    rows = [_mining_row(name, stats) for name, stats in mined.by_type.items() if stats.rows]
+    lines = [
+        f"- Embedder: {code(mined.embedder)}, wrapped as in training (EOS appended, last-token "
+        f"pooling, normalized), max length {mined.max_length}; queries carry their instruction, "
+        "documents none. Scores are cosine similarities to the query.",
+        "- Candidates: the positives and generated negatives of the same task type and split. "
+        f"A candidate scoring above {1 - mined.relative_margin:.0%} of the positive's score "
+        f"(`relative_margin = {mined.relative_margin}`, NV-Retriever's TopK-PercPos) is skipped "
+        "as a likely unlabelled positive.",
+        f"- A mined row of the `default` config has exactly {mined.count} of them in "
+        f"{', '.join(f'`{c}`' for c in columns)} (nearest first), never its positive nor its "
+        "own `negative`. A row with fewer candidates passing the margin gets none and keeps "
+        "only its generated negative, so training sees few row shapes.",
+        "- STS and bitext rows are not mined.",
+        "",
+        _table(
+            [
+                "task type",
+                "rows",
+                "mined",
+                "without enough candidates",
+                "positive score mean / median",
+                "mined negative score mean / median",
+                f"nearest {mined.count} per row skipped by the margin",
+            ],
+            [*rows, _mining_row("all", mined.total())],
+        ),
     ]
     return "\n".join(lines)
 
@@ -390,6 +442,10 @@ definition to put in front of the query (`Instruct: {{task_definition}}\\nQuery:
 ## Quality gates
 
 {quality_section(inputs)}
+
+## Mined hard negatives
+
+{hard_negatives_section(inputs)}
 
 ## Statistics
 

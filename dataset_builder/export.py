@@ -209,8 +209,8 @@ def _write_repo(
         mined=mined,
     )
     render_card(inputs).save(repo_dir / "README.md")
-    facts = _provenance(config, run_dir, source, run, repo_dir, scan.stats.verified(), mined)
-    write_provenance(repo_dir, facts)
+    provenance = _provenance(config, run_dir, source, run, repo_dir, scan.stats.verified(), mined)
+    write_provenance(repo_dir, provenance)
     return {
         p.relative_to(repo_dir).as_posix(): sha256_file(p)
         for p in sorted(repo_dir.rglob("*"))

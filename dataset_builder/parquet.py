@@ -18,6 +18,7 @@ from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
 from dataset_builder.card import CITATION, DESCRIPTION, HOMEPAGE
+from dataset_builder.hard_negatives import MinedNegatives
 from dataset_builder.raw_run import RunScan
 from dataset_builder.rows import select_rows
 from dataset_builder.splits import in_validation, validation_keys
@@ -111,10 +112,11 @@ def split_row_counts(scan: RunScan, fraction: float) -> dict[tuple[str, str], in
     return counts
 
 
-def dataset_info(config_name: str) -> datasets.DatasetInfo:
+def dataset_info(config_name: str, mined_negatives: int = 0) -> datasets.DatasetInfo:
+    count = mined_negatives if config_name == UNIFIED_CONFIG else 0
     return datasets.DatasetInfo(
         description=DESCRIPTION,
-        features=features_for(config_name),
+        features=features_for(config_name, count),
         citation=CITATION,
         homepage=HOMEPAGE,
         config_name=config_name,
@@ -122,11 +124,15 @@ def dataset_info(config_name: str) -> datasets.DatasetInfo:
 
 
 def write_parquet(
-    scan: RunScan, repo_dir: Path, fraction: float, max_shard_rows: int
+    scan: RunScan,
+    repo_dir: Path,
+    fraction: float,
+    max_shard_rows: int,
+    mined: MinedNegatives | None = None,
 ) -> dict[str, datasets.DatasetInfo]:
     """Write every config and split in one pass; return each config's ``DatasetInfo``."""
     counts = split_row_counts(scan, fraction)
-    infos = {name: dataset_info(name) for name in CONFIG_NAMES}
+    infos = {name: dataset_info(name, mined.count if mined else 0) for name in CONFIG_NAMES}
     writers = {
         (name, split): SplitWriter(
             repo_dir / "data" / name, split, infos[name].features, counts[name, split],
@@ -141,7 +147,7 @@ def write_parquet(
             table = pa.Table.from_batches([batch])
             held_out = pc.is_in(table["group_key"], value_set=keys)
             for (name, split), writer in writers.items():
-                writer.add(select_rows(name, table, held_out, split))
+                writer.add(select_rows(name, table, held_out, split, mined))
             progress.update(table.num_rows)
     for name in CONFIG_NAMES:
         info = infos[name]

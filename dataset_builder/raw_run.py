@@ -289,7 +289,6 @@ class _ShardScan:
         for batch in table.to_batches():
             writer.write_batch(batch)
 
-
     def _decontaminated(self, table: pa.Table) -> pa.Table:
         before = Counter(self.contamination.rows)
         flagged = contaminated_mask(table, self.ngrams, self.contamination)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -15,9 +17,15 @@ from kit.schema import (
     features_for,
 )
 
+if TYPE_CHECKING:
+    from dataset_builder.hard_negatives import MinedNegatives
 
-def project_table(config_name: str, table: pa.Table) -> pa.Table:
-    """Raw rows (the scan's columns) as rows of ``config_name``, typed by its features."""
+
+def project_table(
+    config_name: str, table: pa.Table, mined: MinedNegatives | None = None
+) -> pa.Table:
+    """Raw rows (the scan's columns) as rows of ``config_name``, typed by its features; the
+    unified config gets the ``mined`` negatives of its rows."""
     example = table["example"]
     if config_name == UNIFIED_CONFIG:
         task_type = table["task_type"]
@@ -32,18 +40,27 @@ def project_table(config_name: str, table: pa.Table) -> pa.Table:
         bitext = pc.equal(task_type, "bitext")
         columns["target_language"] = pc.if_else(bitext, table["target_language"], None)
         columns.update((name, table[name]) for name in PROVENANCE_COLUMNS[1:])
+        if mined is not None:
+            columns.update(mined.columns(table["id"]))
     else:
         native = config_columns(config_name)
         columns = {
             name: pc.struct_field(example, name) if name not in table.column_names else table[name]
             for name in native
         }
-    return pa.table(columns, schema=features_for(config_name).arrow_schema)
+    count = mined.count if mined is not None and config_name == UNIFIED_CONFIG else 0
+    return pa.table(columns, schema=features_for(config_name, count).arrow_schema)
 
 
-def select_rows(config_name: str, table: pa.Table, held_out: pa.Array, split: str) -> pa.Table:
+def select_rows(
+    config_name: str,
+    table: pa.Table,
+    held_out: pa.Array,
+    split: str,
+    mined: MinedNegatives | None = None,
+) -> pa.Table:
     """The rows of a scan batch that belong to ``config_name`` and ``split``, projected."""
     mask = held_out if split == "validation" else pc.invert(held_out)
     if config_name != UNIFIED_CONFIG:
         mask = pc.and_(mask, pc.equal(table["task_type"], TYPE_CONFIGS[config_name]))
-    return project_table(config_name, table.filter(mask))
+    return project_table(config_name, table.filter(mask), mined)

@@ -145,6 +145,24 @@ class QualitySection:
 
 
 @dataclass(frozen=True)
+class HardNegativesSection:
+    """``[dataset.hard_negatives]``: extra negatives mined with sentence-transformers'
+    ``mine_hard_negatives`` for the query/positive task types (NV-Retriever's TopK-PercPos)."""
+
+    enabled: bool = False
+    # Empty: training.base_model, filled in by the loader, since the dataset stage reads no
+    # other section; it is wrapped by the same recipe as in training (kit.embedder).
+    embedder: str = ""
+    num_negatives: int = _ranged(3, 1, 64)
+    # Skip candidates scoring above positive - |positive| * relative_margin (95% at 0.05);
+    # in [0, 1), checked with the cross-field rules since the ranges here are inclusive.
+    relative_margin: float = 0.05
+    # 0: training.max_length (filled in by the loader).
+    max_length: int = _ranged(0, 0, 32768)
+    batch_size: int = _ranged(32, 1, None)
+
+
+@dataclass(frozen=True)
 class DatasetSection:
     """How the raw run becomes a Hub dataset."""
 
@@ -158,12 +176,7 @@ class DatasetSection:
     decontamination_ngram: int = _ranged(13, 3, 100)
     decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
     decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
-    # Mine extra hard negatives with sentence-transformers' mine_hard_negatives.
-    mine_negatives: int = _ranged(0, 0, 16)
-    mine_model: str = "bundled:gemma-3-270m"
-    mine_relative_margin: float = _ranged(0.05, 0.0, 1.0)
-    mine_max_length: int = _ranged(128, 8, 32768)
-    mine_batch_size: int = _ranged(32, 1, None)
+    hard_negatives: HardNegativesSection = field(default_factory=HardNegativesSection)
 
 
 @dataclass(frozen=True)
@@ -207,6 +220,9 @@ class TrainingSection:
     gradient_checkpointing: bool = True
     precision: str = _choice("auto", "bf16", "fp16", "fp32", default="auto")
     length_bucketing: bool = True
+    # Also train the first d values of the embedding as an embedding of its own
+    # (MatryoshkaLoss), for each d listed; the full width is always trained. Empty: off.
+    matryoshka_dims: list[int] = field(default_factory=list)
     deepspeed: str = ""
     launcher: str = _choice("none", "torchrun", "accelerate", default="none")
     num_processes: int = _ranged(1, 1, 4096)
@@ -236,6 +252,11 @@ class EvaluationSection:
     # here, since a published record holds no path of the build machine).
     base_model: str = ""
     model_license: str = "other"
+    # The card's table of smaller vectors (each width below, at fp32) and int8 and binary
+    # vectors, for the trained model, derived from the embeddings already computed. Empty
+    # widths: the Matryoshka widths it was trained at, else 1/2, 1/4 and 1/8 of its own.
+    compression: bool = True
+    compression_dims: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -318,9 +339,7 @@ def _checked_fields(where: str, cls: type, raw: dict[str, Any], unknown_key: str
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise ConfigError(
-            unknown_key.format(key=unknown[0]) + f" (allowed: {', '.join(fields)})"
-        )
+        raise ConfigError(unknown_key.format(key=unknown[0]) + f" (allowed: {', '.join(fields)})")
     values = {}
     for key, value in raw.items():
         at = f"{where}.{key}"
@@ -372,14 +391,22 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"{source}: training.mini_batch_size={config.training.mini_batch_size} must divide "
             f"training.batch_size={config.training.batch_size}"
         )
+    _validate_dims(source, "training.matryoshka_dims", config.training.matryoshka_dims)
+    _validate_dims(source, "evaluation.compression_dims", config.evaluation.compression_dims)
     for key, reference in (
         ("training.base_model", config.training.base_model),
-        ("dataset.mine_model", config.dataset.mine_model),
+        ("dataset.hard_negatives.embedder", config.dataset.hard_negatives.embedder),
     ):
         try:
             check_model_reference(reference)
         except BundledModelError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+    margin = config.dataset.hard_negatives.relative_margin
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(
+            f"{source}: dataset.hard_negatives.relative_margin: {margin!r} must be at least 0.0 "
+            "and below 1.0"
+        )
     if config.training.deepspeed:
         ds = resolve_path(config.training.deepspeed)
         if not ds.is_file():
@@ -390,6 +417,16 @@ def _validate_cross_fields(source: str, config: Config) -> None:
         looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
         if looks_local and not resolve_path(extra.path).is_dir():
             raise ConfigError(f"{where}: not a folder: {extra.path}")
+
+
+def _validate_dims(source: str, key: str, dims: list[int]) -> None:
+    """Embedding widths: positive and listed once (the model's width is checked when the
+    model is at hand)."""
+    for i, dim in enumerate(dims):
+        if dim < 1:
+            raise ConfigError(f"{source}: {key}[{i}]: {dim} is not a positive width")
+        if dim in dims[:i]:
+            raise ConfigError(f"{source}: {key}[{i}]: {dim} is listed twice")
 
 
 def _validate_local_tasks(source: str, tasks: list[LocalTask]) -> None:
@@ -445,16 +482,31 @@ def load_config(path: str | Path) -> Config:
 
 def _with_derived(config: Config) -> Config:
     """Facts one section takes from another, resolved once here so a stage reads its own
-    section only: the dataset and training stages keep the evaluation sets out of the data."""
+    section only: the dataset and training stages keep the evaluation sets out of the data,
+    and the dataset stage mines negatives with training's base model unless told otherwise."""
     held_out = {
         "decontamination_sets": tuple(config.evaluation.local_tasks),
         "decontamination_registry": tuple(config.evaluation.mteb_tasks),
     }
+    dataset = dataclasses.replace(config.dataset, hard_negatives=_mining_defaults(config))
     sections = {
         name: dataclasses.replace(section, **held_out) if section.decontaminate else section
-        for name, section in (("dataset", config.dataset), ("training", config.training))
+        for name, section in (("dataset", dataset), ("training", config.training))
     }
     return dataclasses.replace(config, **sections)
+
+
+def _mining_defaults(config: Config) -> HardNegativesSection:
+    """Training's base model and max length where ``[dataset.hard_negatives]`` leaves them
+    unset; left alone when mining is off, so training's settings do not rebuild the dataset."""
+    mining = config.dataset.hard_negatives
+    if not mining.enabled:
+        return mining
+    return dataclasses.replace(
+        mining,
+        embedder=mining.embedder or config.training.base_model,
+        max_length=mining.max_length or config.training.max_length,
+    )
 
 
 def section_digest(config: Config, name: str) -> str:

@@ -50,12 +50,21 @@ SPLITS = ("train", "validation")
 PROVENANCE_COLUMNS = ("target_language", "generator_model", "template_id", "template_sha256")
 # Extra negatives mined by the dataset stage; training reads every negative_* column.
 MINED_NEGATIVE_PREFIX = "negative_"
+# Task types with a query and a positive document, so negatives can be mined for them.
+MINED_TYPES = ASYMMETRIC_TYPES
+
+
+def mined_negative_columns(count: int) -> tuple[str, ...]:
+    """``negative_2..negative_{count+1}``: beside the generated ``negative`` of the unified
+    config, which stays the generator's own."""
+    return tuple(f"{MINED_NEGATIVE_PREFIX}{i}" for i in range(2, 2 + count))
 
 
 def config_columns(config_name: str, mined_negatives: int = 0) -> tuple[str, ...]:
-    """The published columns of one dataset config, in order."""
+    """The published columns of one dataset config, in order; only the unified config
+    carries mined negatives."""
     if config_name == UNIFIED_CONFIG:
-        mined = tuple(f"{MINED_NEGATIVE_PREFIX}{i}" for i in range(2, 2 + mined_negatives))
+        mined = mined_negative_columns(mined_negatives)
         return (
             "id", "task_type", "task_definition", "language", *ROLES, *mined,
             *PROVENANCE_COLUMNS,

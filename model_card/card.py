@@ -124,6 +124,44 @@ def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def compression_table(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Each stored form of the vectors, its bytes per vector and its score on every task,
+    with the share of the full-width fp32 score it keeps (``None``: not measured)."""
+    ladder = results.get("compression")
+    if not ladder:
+        return None
+    tasks = [t for t in results["tasks"] if t["results"]["trained"].get("compression")]
+    width = ladder["width"]
+    rows = [{"name": f"{width} dims, fp32 (full)", "bytes": 4 * width,
+             "scores": [f"{t['results']['trained']['main_score'] * 100:.2f}" for t in tasks],
+             "kept": "100%"}]  # fmt: skip
+    for variant in ladder["variants"]:
+        scores, kept = [], []
+        for task in tasks:
+            full = task["results"]["trained"]["main_score"]
+            score = task["results"]["trained"]["compression"][variant["name"]]["main_score"]
+            scores.append(f"{score * 100:.2f}")
+            if full > 0:
+                kept.append(score / full)
+        name = variant["name"] + (", fp32" if variant["truncate_dim"] else f", {width} dims")
+        rows.append(
+            {
+                "name": name,
+                "bytes": f"{variant['bytes_per_vector']:g}",
+                "scores": scores,
+                "kept": f"{100 * sum(kept) / len(kept):.1f}%" if kept else "—",
+            }
+        )
+    return {
+        "tasks": [t["name"] for t in tasks],
+        "rows": rows,
+        "matryoshka_dims": ladder["matryoshka_dims"],
+        "example_dim": next(
+            (v["truncate_dim"] for v in ladder["variants"] if v["truncate_dim"]), None
+        ),
+    }
+
+
 def build_card(
     *,
     repo_id: str,
@@ -180,6 +218,7 @@ def build_card(
         evaluated=evaluated,
         has_base=evaluated and any("base" in t["results"] for t in results["tasks"]),
         rows=_rows(results) if evaluated else [],
+        compression=compression_table(results) if evaluated else None,
         mteb_version=(results or {}).get("mteb_version", ""),
         skipped=(results or {}).get("skipped", []),
         not_evaluated_reason=not_evaluated_reason,

@@ -3,7 +3,9 @@
 ``results.json`` (next to the cache) is the summary the card is written from: for each task
 and model the main score, the cache file it came from, and the prompt it was run with. A
 cached result is reused only when the model, the data, the caps and the prompt are all the
-same as when it was computed.
+same as when it was computed. The trained model's compression variants (smaller and coarser
+vectors, ``model_card.compression``) are scored right after each task's own run, from the
+embeddings that run computed, and summarized under that task's result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.files import atomic_write_json, read_json_object
+from model_card.compression import EmbeddingMemo, MemoEncoder, Variant
 from model_card.encoders import Embedder, mteb_encoder
 from model_card.tasks import EvalTask
 
@@ -36,12 +39,39 @@ def load_results(eval_dir: Path) -> dict[str, Any] | None:
 
 
 def previous_fingerprints(previous: dict[str, Any] | None) -> dict[tuple[str, str], str]:
+    """(task, role) and (task, "role/variant") -> the fingerprint each result was made with."""
     if not previous:
         return {}
+    found = {}
+    for task in previous.get("tasks", []):
+        for role, result in task.get("results", {}).items():
+            found[(task["name"], role)] = result["fingerprint"]
+            for name, variant in (result.get("compression") or {}).items():
+                found[(task["name"], f"{role}/{name}")] = variant["fingerprint"]
+    return found
+
+
+def _run_task(
+    encoder: Any, task: EvalTask, cache: Any, eval_dir: Path, batch_size: int, reuse: bool
+) -> dict[str, Any]:
+    """One mteb run of one task (or its cached result): score, result file, timing."""
+    import mteb
+
+    cache_file = cache.get_task_result_path(task.name, encoder.mteb_model_meta)
+    result = mteb.evaluate(
+        encoder,
+        task.task,
+        cache=cache,
+        overwrite_strategy="only-missing" if reuse else "always",
+        encode_kwargs={"batch_size": batch_size},
+        co2_tracker=False,
+    )
+    (task_result,) = result.task_results
     return {
-        (task["name"], role): result["fingerprint"]
-        for task in previous.get("tasks", [])
-        for role, result in task.get("results", {}).items()
+        "main_score": float(task_result.get_score()),
+        "scores_file": cache_file.relative_to(eval_dir).as_posix(),
+        "evaluation_time_s": task_result.evaluation_time,
+        "reused": reuse,
     }
 
 
@@ -53,44 +83,51 @@ def evaluate_model(
     previous: dict[tuple[str, str], str],
     fresh: bool = False,
     instructed: bool = True,
+    variants: list[Variant] | tuple[Variant, ...] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate one model on every task; return per task its score, cache file and timing.
+    """Evaluate one model on every task; return per task its score, cache file and timing,
+    and under ``compression`` those of each variant.
 
     ``instructed=False`` runs a model as it is meant to be used when it takes no instruction
-    (a peer such as all-MiniLM-L6-v2): no prompt on either side."""
+    (a peer such as all-MiniLM-L6-v2): no prompt on either side. A task's own result is
+    reused only when its variants' are too, since they are derived from its embeddings."""
     import mteb
 
     cache = mteb.ResultCache(eval_dir)
     prompts: dict[str, str] = {}
     for task in tasks if instructed else ():
         prompts.update(task.prompts())
-    encoder = mteb_encoder(embedder, prompts)
+    inner = mteb_encoder(embedder, prompts)
+    memo = EmbeddingMemo()
+    encoder = MemoEncoder(inner, memo) if variants else inner
     out: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     for task in tasks:
         fingerprint = run_fingerprint(embedder, task)
-        cache_file = cache.get_task_result_path(task.name, encoder.mteb_model_meta)
-        reuse = not fresh and previous.get((task.name, embedder.role)) == fingerprint
-        reuse = reuse and cache_file.is_file()
+        runs = [(v, MemoEncoder(inner, memo, v), v.fingerprint(fingerprint)) for v in variants]
+        checks = [(embedder.role, fingerprint, encoder)]
+        checks += [(f"{embedder.role}/{v.name}", p, e) for v, e, p in runs]
+        reuse = not fresh and all(
+            previous.get((task.name, role)) == expected
+            and cache.get_task_result_path(task.name, e.mteb_model_meta).is_file()
+            for role, expected, e in checks
+        )
         log.info(
             "%s model on %s: %s", embedder.role, task.name, "cached" if reuse else "evaluating"
         )
-        result = mteb.evaluate(
-            encoder,
-            task.task,
-            cache=cache,
-            overwrite_strategy="only-missing" if reuse else "always",
-            encode_kwargs={"batch_size": batch_size},
-            co2_tracker=False,
-        )
-        (task_result,) = result.task_results
-        out[task.name] = {
-            "main_score": float(task_result.get_score()),
-            "scores_file": cache_file.relative_to(eval_dir).as_posix(),
-            "evaluation_time_s": task_result.evaluation_time,
-            "fingerprint": fingerprint,
-            "reused": reuse,
-        }
+        out[task.name] = _run_task(encoder, task, cache, eval_dir, batch_size, reuse)
+        out[task.name]["fingerprint"] = fingerprint
+        if variants:
+            variants_started = time.monotonic()
+            out[task.name]["compression"] = {
+                v.name: {
+                    **_run_task(e, task, cache, eval_dir, batch_size, reuse),
+                    "fingerprint": p,
+                }
+                for v, e, p in runs
+            }
+            out[task.name]["compression_time_s"] = round(time.monotonic() - variants_started, 2)
+            memo.clear()
     log.info("%s model: %d task(s) in %.1f s wall time", embedder.role, len(tasks),
              time.monotonic() - started)  # fmt: skip
     return out

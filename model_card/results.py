@@ -17,6 +17,8 @@ from kit.files import atomic_write_bytes
 
 RESULTS_DIR = "results"
 MODEL_META = "model_meta.json"
+# mteb's folder for runs of the same model with other settings (smaller or coarser vectors).
+EXPERIMENTS_DIR = "experiments"
 
 
 def stage_results(cache_dir: Path, model_dir: Path, task_files: list[str]) -> list[Path]:
@@ -49,12 +51,13 @@ def _remove_empty_folders(root: Path) -> None:
 
 
 def staged_scores(model_dir: Path) -> dict[str, Any]:
-    """Task name -> mteb ``TaskResult`` read from the files staged with the model."""
+    """Task name -> mteb ``TaskResult`` read from the files staged with the model; the
+    compression variants' files (under ``experiments/``) are not the model's own scores."""
     from mteb import TaskResult
 
     found = {}
     for path in sorted((model_dir / RESULTS_DIR).rglob("*.json")):
-        if path.name != MODEL_META:
+        if path.name != MODEL_META and EXPERIMENTS_DIR not in path.parts:
             result = TaskResult.from_disk(path)
             found[result.task_name] = result
     return found

@@ -23,6 +23,7 @@ from kit.net import hub_reachable
 from kit.paths import layout
 from kit.provenance import build_provenance, write_provenance
 from model_card.card import build_card
+from model_card.compression import Variant, report_dims, variants_for
 from model_card.encoders import Embedder, build_base, load_trained
 from model_card.evaluation import (
     build_results,
@@ -117,6 +118,25 @@ def base_reference(config: Config, record: dict[str, Any] | None) -> str | None:
     return None
 
 
+def compression_variants(
+    config: Config, trained: Embedder, record: dict[str, Any] | None
+) -> list[Variant]:
+    """The smaller and coarser vectors the card reports for the trained model (none when
+    ``evaluation.compression`` is off)."""
+    if not config.evaluation.compression:
+        return []
+    width = trained.model.get_embedding_dimension()
+    trained_dims = (record or {}).get("matryoshka_dims") or []
+    return variants_for(report_dims(config.evaluation.compression_dims, trained_dims, width))
+
+
+def result_files(task: dict[str, Any]) -> list[str]:
+    """The trained model's result files of a task: its own and its compression variants'."""
+    trained = task["results"]["trained"]
+    compressed = (trained.get("compression") or {}).values()
+    return [trained["scores_file"], *(v["scores_file"] for v in compressed)]
+
+
 def run_evaluation(
     config: Config,
     trained: Embedder,
@@ -137,7 +157,10 @@ def run_evaluation(
     started = time.monotonic()
     previous = previous_fingerprints(load_results(eval_dir))
     batch = config.evaluation.batch_size
-    per_model = {"trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh)}
+    ladder = compression_variants(config, trained, record)
+    per_model = {
+        "trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh, True, ladder)
+    }
     embedders = [trained]
     base_ref = base_reference(config, record)
     if config.evaluation.evaluate_base and base_ref:
@@ -150,6 +173,21 @@ def run_evaluation(
     elif config.evaluation.evaluate_base:
         log.warning("no base model to compare with: the base model is not evaluated")
     results = build_results(embedders, tasks, per_model, skipped)
+    if ladder:
+        width = trained.model.get_embedding_dimension()
+        results["compression"] = {
+            "width": width,
+            "matryoshka_dims": list((record or {}).get("matryoshka_dims") or []),
+            "variants": [
+                {
+                    "name": v.name,
+                    "truncate_dim": v.truncate_dim,
+                    "precision": v.precision,
+                    "bytes_per_vector": v.bytes_per_vector(width),
+                }
+                for v in ladder
+            ],
+        }
     results["wall_time_s"] = round(time.monotonic() - started, 1)
     log.info("evaluation took %.1f s wall time", results["wall_time_s"])
     log.info("results written to %s", write_results(eval_dir, results))
@@ -170,7 +208,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
         )
     evaluated = bool(results and results.get("tasks"))
     tasks = results["tasks"] if evaluated else []
-    stage_results(eval_dir, model_dir, [t["results"]["trained"]["scores_file"] for t in tasks])
+    stage_results(eval_dir, model_dir, [name for t in tasks for name in result_files(t)])
     plot_path = model_dir / PLOT_FILE
     if evaluated:
         plot_results(results, plot_path)

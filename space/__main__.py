@@ -1,4 +1,5 @@
-"""``python -m space --config configs/default.toml``: stage the Space repo folder."""
+"""``python -m space --config configs/default.toml``: stage the Space repo folder; with
+``--serve``, run it on this build's model and dataset (``make demo``)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,33 @@ from pathlib import Path
 from kit.cli import run_stage
 from kit.config import Config
 from kit.paths import layout
+from space.local_demo import serve_locally
 from space.staging import stage_space
 
 log = logging.getLogger("space")
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="then run the staged app on this build's model and dataset, on 127.0.0.1",
+    )
+
+
 def main(config: Config, args: argparse.Namespace) -> None:
-    space_dir = Path(layout(str(config.path))["space_dir"])
+    paths = layout(str(config.path))
+    space_dir = Path(paths["space_dir"])
     written = stage_space(config, space_dir)
     model_id, dataset_id = config.hub.repo_id("model"), config.hub.repo_id("dataset")
     log.info("staged %s (%s)", space_dir, ", ".join(path.name for path in written))
     log.info("the app loads %s and samples %s by default", model_id, dataset_id)
-    log.info("try it locally: MODEL_ID=<model folder> python %s", space_dir / "app.py")
+    if getattr(args, "serve", False):
+        log.info("serving the staged app on this build's model (Ctrl-C stops it)")
+        serve_locally(space_dir, Path(paths["model_dir"]), Path(paths["dataset_dir"]))
+    else:
+        log.info("try it on this build's model: make demo")
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("space", main, sys.argv[1:]))
+    sys.exit(run_stage("space", main, sys.argv[1:], add_arguments))

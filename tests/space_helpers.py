@@ -110,9 +110,7 @@ def imported_space(space_dir: Path) -> Iterator[SimpleNamespace]:
             sys.modules.pop(name, None)
 
 
-def _wait_until_serving(
-    url: str, process: subprocess.Popen, log_path: Path, limit_s: float
-) -> None:
+def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path, limit_s: float) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -177,7 +175,7 @@ def serve_staged_app(
             stderr=log,
         )
         try:
-            _wait_until_serving(url, process, log_path, limit_s)
+            wait_until_serving(url, process, log_path, limit_s)
             yield ServedApp(url, process, log_path)
         finally:
             process.terminate()

@@ -108,7 +108,9 @@ def pipelines(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict):
         hub = FakeHub(user="tester").start()
         servers.append((thread, hub))
         _config(clone, tiny_model_dirs["gemma3"], thread.url, data)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "PYTEST"))}
+        # The release pushes, so no offline switch may reach it (TRANSFORMERS_OFFLINE is one).
+        dropped = ("HF_", "PYTEST", "TRANSFORMERS_OFFLINE")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
         env |= {KEY_ENV: "sk-chaos", "HF_TOKEN": hub.token, "HF_ENDPOINT": hub.endpoint,
                 "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(clone / ".hf-home"),
                 "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # fmt: skip
@@ -133,14 +135,31 @@ def kill_moments(chaos: Pipeline) -> list[tuple[str, Callable[[], bool]]]:
         return lambda: any(pattern.search(path) for _, path, _ in list(chaos.hub.requests))
 
     return [
-        ("seeds: after a brainstorm, before any example",
-         lambda: (run / "brainstorm.jsonl").is_file() and _lines(run / "raw") == 0),
+        (
+            "seeds: after a brainstorm, before any example",
+            lambda: (run / "brainstorm.jsonl").is_file() and _lines(run / "raw") == 0,
+        ),
         ("seeds: mid-run, 5 examples in the shard", lambda: _lines(run / "raw") >= 5),
         ("seeds: mid-run again, 14 examples in", lambda: _lines(run / "raw") >= 14),
-        ("dataset: Parquet being written in the staging folder", lambda: any(build.glob(".dataset-build-*/repo/data/*/*.parquet"))),  # noqa: E501
-        ("training: the first checkpoint folder appears", lambda: any((build / "checkpoints").glob("checkpoint-*"))),  # noqa: E501
-        ("training: a later checkpoint is being written", lambda: any((build / "checkpoints").glob("checkpoint-6"))),  # noqa: E501
-        ("training: the release's model file is being written", lambda: (build / "model" / "model.safetensors").exists() and not (build / "model" / "training_record.json").exists()),  # noqa: E501
+        (
+            "dataset: Parquet being written in the staging folder",
+            lambda: any(build.glob(".dataset-build-*/repo/data/*/*.parquet")),
+        ),
+        (
+            "training: the first checkpoint folder appears",
+            lambda: any((build / "checkpoints").glob("checkpoint-*")),
+        ),
+        (
+            "training: a later checkpoint is being written",
+            lambda: any((build / "checkpoints").glob("checkpoint-6")),
+        ),
+        (
+            "training: the release's model file is being written",
+            lambda: (
+                (build / "model" / "model.safetensors").exists()
+                and not (build / "model" / "training_record.json").exists()
+            ),
+        ),
         ("model card: evaluation under way", lambda: any((build / "eval").rglob("*.json"))),
         ("release: the dataset's Hub commit under way", hub_upload("dataset")),
         ("release: the model's Hub commit under way", hub_upload("model")),

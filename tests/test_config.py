@@ -62,6 +62,18 @@ def test_paper_recipe_values() -> None:
         ),
         ({"training": {"deepspeed": "configs/nope.json"}}, "training.deepspeed: file not found"),
         (
+            {"training": {"matryoshka_dims": [64, 0]}},
+            "training.matryoshka_dims[1]: 0 is not a positive width",
+        ),
+        (
+            {"training": {"matryoshka_dims": [64, 128, 64]}},
+            "training.matryoshka_dims[2]: 64 is listed twice",
+        ),
+        (
+            {"training": {"matryoshka_dims": [64.5]}},
+            "training.matryoshka_dims[0]: expected an integer, got 64.5",
+        ),
+        (
             {"training": {"base_model": "./no/such/model"}},
             "training.base_model: model path does not exist: ./no/such/model",
         ),

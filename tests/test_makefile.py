@@ -31,9 +31,7 @@ def finished_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _make(repo: Path, *targets: str, env: dict[str, str] | None = None) -> list[str]:
     """The stage modules ``make -n`` would run, in order."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MAKEFLAGS")} | (
-        env or {}
-    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MAKEFLAGS")} | (env or {})
     result = subprocess.run(
         ["make", "-n", f"PYTHON={sys.executable}", *targets],
         cwd=repo, capture_output=True, text=True, check=True, env=env,

@@ -284,3 +284,102 @@ def test_missing_model_folder_is_one_line(tmp_path: Path, capsys) -> None:
         f"error: {model_dir}: no sentence-transformers model here (modules.json missing); "
         "run the training stage first"
     )
+
+
+def _current_results(evaluated: dict) -> dict:
+    """results.json of a stage run on the data as it is now (another test changes it)."""
+    assert _stage(evaluated["config"]) == 0
+    return json.loads((evaluated["eval_dir"] / "results.json").read_text(encoding="utf-8"))
+
+
+def test_compression_variants_are_scored_from_the_same_embeddings(evaluated: dict) -> None:
+    """The tiny model is 32 wide: with no Matryoshka record the card reports 16, 8 and 4
+    dims, int8 and binary, each an mteb result of its own under ``experiments/``, and the
+    model-index keeps the model's own scores only."""
+    from mteb import TaskResult
+
+    results = _current_results(evaluated)
+    ladder = results["compression"]
+    assert ladder["width"] == 32 and ladder["matryoshka_dims"] == []
+    assert [v["name"] for v in ladder["variants"]] == [
+        "16 dims",
+        "8 dims",
+        "4 dims",
+        "int8",
+        "binary",
+    ]
+    assert [v["bytes_per_vector"] for v in ladder["variants"]] == [64, 32, 16, 32, 4]
+    for task in results["tasks"]:
+        variants = task["results"]["trained"]["compression"]
+        assert "compression" not in task["results"]["base"]
+        for name, variant in variants.items():
+            assert "/experiments/" in variant["scores_file"], name
+            staged = evaluated["model_dir"] / "results" / variant["scores_file"].split("/", 1)[1]
+            assert TaskResult.from_disk(staged).get_score() == pytest.approx(
+                variant["main_score"], abs=1e-6
+            )
+        assert variants["16 dims"]["main_score"] != pytest.approx(variants["binary"]["main_score"])
+    text = (evaluated["model_dir"] / "README.md").read_text(encoding="utf-8")
+    assert "| stored as | bytes per vector | TinyRetrieval | TinySTS | score kept (mean) |" in text
+    assert "| 32 dims, fp32 (full) | 128 | " in text and "| binary, 32 dims | 4 | " in text
+    assert 'SentenceTransformer("acme/tiny-embedder", truncate_dim=16)' in text
+
+
+def test_a_truncated_variant_scores_like_the_model_loaded_with_truncate_dim(
+    evaluated: dict, tmp_path: Path
+) -> None:
+    """Deriving the first 16 values from the kept embeddings is what a user gets from
+    ``SentenceTransformer(..., truncate_dim=16)``: mteb scores the two alike."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+
+    from kit.config import load_config
+    from model_card.encoders import Embedder, mteb_encoder
+    from model_card.tasks import local_eval_task
+
+    tasks = [local_eval_task(t) for t in load_config(evaluated["config"]).evaluation.local_tasks]
+    model = SentenceTransformer(str(evaluated["model_dir"]), truncate_dim=16)
+    prompts: dict[str, str] = {}
+    for task in tasks:
+        prompts.update(task.prompts())
+    encoder = mteb_encoder(Embedder("trained", model, "acme/truncated", "r", "x"), prompts)
+    for task in tasks:
+        (result,) = mteb.evaluate(
+            encoder, task.task, cache=mteb.ResultCache(tmp_path), co2_tracker=False
+        ).task_results
+        by_name = {t["name"]: t for t in _current_results(evaluated)["tasks"]}
+        derived = by_name[task.name]["results"]["trained"]["compression"]["16 dims"]
+        assert result.get_score() == pytest.approx(derived["main_score"], abs=1e-6)
+
+
+def test_variants_encode_nothing_again() -> None:
+    """A variant reads the embeddings its task's own run kept: the model encodes each input
+    set once, however many variants are scored."""
+    from datasets import Dataset
+    from mteb.types import PromptType
+    from torch.utils.data import DataLoader
+
+    from model_card.compression import EmbeddingMemo, MemoEncoder, variants_for
+
+    class CountingEncoder:
+        mteb_model_meta = _retrieval_metadata("Counting")  # any pydantic model with copy
+        calls = 0
+
+        def encode(self, inputs: Any, **kwargs: Any) -> np.ndarray:
+            CountingEncoder.calls += 1
+            texts = [t for batch in inputs for t in batch["text"]]
+            return np.arange(len(texts) * 8, dtype=np.float32).reshape(len(texts), 8) - 10
+
+    memo = EmbeddingMemo()
+    inner = CountingEncoder()
+    own = MemoEncoder(inner, memo)
+    loader = DataLoader(Dataset.from_dict({"text": ["a", "b", "c"]}), batch_size=2)
+    kwargs = {"task_metadata": _retrieval_metadata("T"), "hf_split": "test",
+              "hf_subset": "default", "prompt_type": PromptType.document}  # fmt: skip
+    full = own.encode(loader, **kwargs)
+    shapes = [MemoEncoder(inner, memo, v).encode(loader, **kwargs) for v in variants_for([4, 2])]
+    assert CountingEncoder.calls == 1
+    assert [s.shape for s in shapes] == [(3, 4), (3, 2), (3, 8), (3, 8)]
+    np.testing.assert_array_equal(shapes[0], full[:, :4])
+    assert set(np.unique(shapes[3])) == {-1.0, 1.0}
+    assert len(np.unique(shapes[2])) <= 256

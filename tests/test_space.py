@@ -536,3 +536,14 @@ def test_staging_rejects_a_description_the_hub_would_refuse(write_config, capsys
     assert capsys.readouterr().err.strip() == (
         "error: space.short_description has 61 characters; the Hub allows 60"
     )
+
+
+def test_demo_without_a_trained_model_is_one_line(write_config, tmp_path: Path, capsys) -> None:
+    from space.__main__ import add_arguments
+
+    config = write_config()
+    assert run_stage("space", stage_main, ["--config", str(config), "--serve"], add_arguments) == 2
+    model_dir = tmp_path / "build" / "model"
+    assert capsys.readouterr().err == (
+        f"error: no trained model in {model_dir}: run `make evaluate` first\n"
+    )

@@ -25,6 +25,7 @@ from tests.space_helpers import (
     loopback_client,
     space_environment,
     stage_test_space,
+    wait_until_serving,
     write_local_dataset,
 )
 
@@ -273,3 +274,39 @@ def test_the_entry_point_exits_2_with_one_line_when_run_as_the_space_runs_it(
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == "error: MAX_DOCUMENTS must be a whole number, got 'many'"
     assert "Traceback" not in done.stderr
+
+
+def test_make_demo_serves_the_staged_app_on_this_builds_model(
+    tiny_st_model_dir: Path, tmp_path: Path
+) -> None:
+    """``python -m space --serve`` (``make demo``) stages the Space and runs it on the build's
+    own model and dataset folders, offline and on loopback, whatever the config's Hub ids."""
+    import shutil
+
+    from tests.toml_writer import dump_toml
+
+    build = tmp_path / "build"
+    shutil.copytree(tiny_st_model_dir, build / "model")
+    write_local_dataset(build / "dataset", DATASET_DOCUMENTS)
+    config = tmp_path / "config.toml"
+    sections = {"project": {"build_dir": str(build), "runs_dir": str(tmp_path / "runs")},
+                "hub": {"namespace": "nobody", "model_repo": "absent"}}  # fmt: skip
+    config.write_text(dump_toml(sections), encoding="utf-8")
+    port = free_port()
+    env = space_environment({}, port) | {"PYTHONPATH": str(Path(__file__).parents[1])}
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "space", "--config", str(config), "--serve"],
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}", process, log_path, 120)
+        client = loopback_client(f"http://127.0.0.1:{port}")
+        rows, status = search(client, DATASET_DOCUMENTS[2], source="dataset", top_k=1)
+        assert rows[0][2] == DATASET_DOCUMENTS[2]
+        assert status.startswith("Top 1 of")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert (build / "space" / "app.py").is_file()

@@ -296,3 +296,79 @@ def test_the_loss_keeps_no_state_between_calls(tiny_model_dirs) -> None:
     loss(_columns(model, ANCHORS, POSITIVES, NEGATIVES), None).backward()
     assert vars(loss).keys() == before.keys()
     assert all(vars(loss)[key] is before[key] for key in before)
+
+
+MATRYOSHKA_DIMS = (32, 16, 8)
+
+
+def _infonce_by_hand(anchors: torch.Tensor, docs: torch.Tensor, dim: int) -> torch.Tensor:
+    anchors = torch.nn.functional.normalize(anchors[:, :dim], dim=1)
+    docs = torch.nn.functional.normalize(docs[:, :dim], dim=1)
+    logits = (anchors @ docs.T) / 0.02
+    return -(logits.diagonal() - torch.logsumexp(logits, dim=1)).mean()
+
+
+@pytest.mark.parametrize(("bucketing", "mini_batch"), [(True, 2), (False, 2), (True, 8)])
+def test_matryoshka_around_the_kit_loss_equals_it_around_the_stock_loss(
+    tiny_model_dirs, bucketing, mini_batch
+):
+    """MatryoshkaLoss decorates a GradCache loss's ``calculate_loss``: the kit's loss, with
+    bucketing and with the one-forward path (mini_batch 8 holds the batch), must give the
+    stock GradCache loss's value and gradients under it, and the uncached loss's too."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    from training.matryoshka import with_matryoshka
+
+    model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, release_prompts())
+    add_lora(model, 4, 8, 0.0)
+    _randomize_lora(model)
+
+    def run(loss) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        value = with_matryoshka(model, loss, MATRYOSHKA_DIMS)(
+            _columns(model, ANCHORS, POSITIVES, NEGATIVES), None
+        )
+        value.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return value.detach(), grads
+
+    with torch.no_grad():
+        anchors = model.encode(ANCHORS, convert_to_tensor=True)
+        docs = model.encode(POSITIVES + NEGATIVES, convert_to_tensor=True)
+    by_hand = sum(_infonce_by_hand(anchors, docs, dim) for dim in MATRYOSHKA_DIMS)
+    kit_value, kit_grads = run(
+        BucketedCachedInfoNCELoss(
+            model, scale=50.0, mini_batch_size=mini_batch, length_bucketing=bucketing
+        )
+    )
+    torch.testing.assert_close(kit_value, by_hand, atol=1e-4, rtol=1e-5)
+    plain = _infonce_by_hand(anchors, docs, 32)
+    assert abs(float(kit_value) - float(plain)) > 0.1, "the narrower widths must add their loss"
+    for reference in (
+        CachedMultipleNegativesRankingLoss(model, scale=50.0, mini_batch_size=mini_batch),
+        MultipleNegativesRankingLoss(model, scale=50.0),
+    ):
+        value, grads = run(reference)
+        torch.testing.assert_close(kit_value, value, atol=1e-4, rtol=1e-5)
+        assert kit_grads.keys() == grads.keys() and len(grads) > 0
+        for name in grads:
+            torch.testing.assert_close(kit_grads[name], grads[name], atol=1e-4, rtol=1e-4)
+
+
+def test_matryoshka_widths_always_include_the_full_one_and_fit_the_model(tiny_model_dirs):
+    from kit.cli import StageError
+    from training.matryoshka import base_embedding_dimension, trained_dims
+
+    width = base_embedding_dimension(str(tiny_model_dirs["qwen2"]))
+    assert width == 32
+    assert trained_dims([], width) == ()
+    assert trained_dims([8, 16], width) == (32, 16, 8)
+    assert trained_dims([32, 8], width) == (32, 8)
+    with pytest.raises(StageError) as caught:
+        trained_dims([8, 64], width)
+    assert str(caught.value) == (
+        "training.matryoshka_dims: 64 is wider than the base model's embedding dimension 32"
+    )

@@ -122,6 +122,21 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dirs, write
     assert record["steps"] == 4
 
 
+def test_a_matryoshka_run_records_its_widths(tiny_model_dirs, write_config, tmp_path):
+    """The stock trainer runs MatryoshkaLoss around the kit's loss, one mini-batch per batch
+    (the one-forward path); the record names the widths the card will report."""
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(
+        tiny_model_dirs["qwen2"], dataset, mini_batch_size=16, max_steps=2, matryoshka_dims=[8]
+    )
+    assert run_training(write_config(training=section)) == 0
+    record = json.loads((tmp_path / "build" / "model" / "training_record.json").read_text())
+    assert record["matryoshka_dims"] == [32, 8]
+    assert record["hyperparameters"]["matryoshka_dims"] == [8]
+    assert record["hyperparameters"]["loss"].startswith("MatryoshkaLoss over ")
+    assert record["steps"] == 2 and all(loss > 0 for _, loss in record["loss_curve"])
+
+
 # Bad input: each fails before training starts, with one clear line, and loses nothing.
 
 
@@ -238,3 +253,16 @@ def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
     before = (model_dir / "model.safetensors").stat().st_mtime_ns
     assert run_training(second) == 0
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_matryoshka_width_wider_than_the_model_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+):
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["gemma3"], dataset, matryoshka_dims=[16, 64])
+    _assert_failed_cleanly(
+        run_training(write_config(training=section)),
+        capsys,
+        "training.matryoshka_dims: 64 is wider than the base model's embedding dimension 32",
+        previous_release,
+    )

@@ -108,10 +108,7 @@ class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
             for feature in sentence_features
         ]
         if all(len(column) == 1 for column in ranges):
-            # One mini-batch holds the whole batch: caching would only add a second forward
-            # pass, so embed once with gradients and let autograd do the rest.
-            reps = [[self.model(feature)["sentence_embedding"]] for feature in sentence_features]
-            return self._loss_in_order(reps, labels, inverse_orders, with_backward=False)
+            return self._forward_once(sentence_features, labels, inverse_orders)
         reps, random_states = [], []
         for feature, column_ranges in zip(sentence_features, ranges, strict=True):
             column_reps, column_states = [], []
@@ -142,6 +139,37 @@ class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
             )
         )
         return loss
+
+    def _forward_once(
+        self,
+        sentence_features: list[dict[str, Tensor]],
+        labels: Tensor | None,
+        inverse_orders: list[Tensor] | None,
+    ) -> Tensor:
+        """One mini-batch holds the whole batch: embed once, with gradients, and keep the graph.
+
+        Replaying would only add a second forward pass. The loss still goes through the cached
+        path (``calculate_loss`` back-propagates to detached embeddings), so a wrapper that
+        decorates ``calculate_loss``, as ``MatryoshkaLoss`` does, sees the same calls as with
+        many mini-batches; the hook then sends those gradients through the kept graph.
+        """
+        live = [self.model(feature)["sentence_embedding"] for feature in sentence_features]
+        reps = [[rep.detach().requires_grad_()] for rep in live]
+        if not torch.is_grad_enabled():
+            return self._loss_in_order(reps, labels, inverse_orders, with_backward=False)
+        loss = self._loss_in_order(reps, labels, inverse_orders, with_backward=True)
+        grads = [column[0].grad for column in reps]
+        if any(grad is None for grad in grads):
+            raise ValueError("the loss did not use every input column; remove unused columns")
+        loss = loss.detach().requires_grad_()
+        loss.register_hook(partial(self._backward_once, live=live, grads=grads))
+        return loss
+
+    @staticmethod
+    def _backward_once(grad_output: Tensor, live: list[Tensor], grads: list[Tensor]) -> None:
+        """Backward hook of the one-forward path: one pass through the kept graph."""
+        with torch.enable_grad():
+            torch.autograd.backward(live, [grad * grad_output for grad in grads])
 
     def _replay(
         self,

@@ -44,6 +44,7 @@ from training.diagnostics import (
 )
 from training.export import RECORD_FILE, merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
+from training.matryoshka import base_embedding_dimension, trained_dims, with_matryoshka
 from training.model import add_lora, lora_state_dict
 from training.precision import resolve_precision
 from training.sampler import StepAlignedProportionalBatchSampler
@@ -114,6 +115,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
     base_path = resolve_model(cfg.base_model)
     prompts = release_prompts()
     check_base_tokenizer(base_path)
+    dims = trained_dims(cfg.matryoshka_dims, base_embedding_dimension(base_path))
 
     if cfg.num_processes > 1 and not distributed.is_launched():
         if cfg.launcher == "none":
@@ -124,7 +126,9 @@ def main(config: Config, args: argparse.Namespace) -> None:
         distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
         return
     distributed.check_world_size(cfg.num_processes)
-    train(config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance)
+    train(
+        config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance, dims
+    )
 
 
 def expected_provenance(config: Config, source: str) -> dict[str, Any]:
@@ -169,8 +173,10 @@ def train(
     per_device_batch: int,
     paths: dict[str, str],
     provenance: dict[str, Any],
+    dims: tuple[int, ...],
 ) -> None:
-    """Fine-tune the base model as an embedder and write the release folder."""
+    """Fine-tune the base model as an embedder and write the release folder; ``dims`` are
+    the Matryoshka widths trained (none: the plain loss)."""
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.training_args import (
         SentenceTransformerTrainingArguments,
@@ -215,13 +221,14 @@ def train(
         use_cpu=not _cuda(),
         ddp_backend="gloo" if ds_config is not None and not _cuda() else None,
     )
-    loss = BucketedCachedInfoNCELoss(
+    infonce = BucketedCachedInfoNCELoss(
         model,
         scale=cfg.scale,
         mini_batch_size=cfg.mini_batch_size,
         length_bucketing=cfg.length_bucketing,
         gather_across_devices=distributed.world_size() > 1,
     )
+    loss = with_matryoshka(model, infonce, dims)
     batch = cfg.mini_batch_size
     probes = probe_texts(data.validation or data.train)
     spread_before = mean_pairwise_cosine(model, probes, batch)
@@ -268,7 +275,8 @@ def train(
         "extra_datasets": provenance["facts"]["extra_datasets"],
         "hyperparameters": {
             **{k: v for k, v in asdict(cfg).items() if k not in NOT_HYPERPARAMETERS},
-            "loss": "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
+            "loss": ("MatryoshkaLoss over " if dims else "")
+            + "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
             "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
         },
         "seed": cfg.seed,
@@ -276,6 +284,7 @@ def train(
         "train_runtime_s": round(runtime, 2),
         "final_loss": _final_loss(trainer),
         "max_length": cfg.max_length,
+        "matryoshka_dims": list(dims),
         "precision": precision,
         "deepspeed": _deepspeed_summary(public_name(cfg.deepspeed), ds_config),
         "world_size": distributed.world_size(),

@@ -1,0 +1,156 @@
+"""Benchmark: the quality gates' CPU time per 1,000 rows, and at scale against the dataset
+build of the same number of rows (the peer: the stage that publishes those rows anyway).
+
+Rows are assembled from real English and German texts the kit carries (XQuAD paragraphs and
+questions, Tatoeba sentences, SNLI captions), so language ID and MinHash see real text
+lengths. ``SYNTHEMBED_BENCH_FULL=1`` runs the 500k-row case of the quality-gates issue.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench import full_run
+from bench.dataset_bench import bench_size
+from kit.config import QualitySection
+from seeds.gates import Candidate, QualityGates
+from seeds.languages import XLMR_LANGUAGES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EVALDATA = REPO_ROOT / "model_card" / "evaldata"
+DEFAULT_ROWS = 20_000
+FULL_ROWS = 500_000
+BATCH = 64  # seeds judges the answers of one request round together
+# The paper's task-type mix (thousands of rows of its 500k run).
+MIX = {"short_long": 167, "long_short": 122, "sts": 99, "bitext": 89, "long_long": 17,
+       "short_short": 13}  # fmt: skip
+
+
+def _jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def text_pool() -> dict[str, dict[str, list[str]]]:
+    """Short and long texts per language."""
+    pool: dict[str, dict[str, list[str]]] = {}
+    for language in ("en", "de"):
+        xquad = EVALDATA / "xquad" / language
+        paragraphs = [d["text"] for d in _jsonl(xquad / "corpus.jsonl")]
+        queries = xquad / "queries.jsonl"  # German only: the English corpus has no queries
+        questions = [q["text"] for q in _jsonl(queries)] if queries.is_file() else []
+        pool[language] = {"long": paragraphs, "short": questions}
+    lines = (EVALDATA / "tatoeba" / "deu-eng.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    pairs = [line.split("\t") for line in lines]
+    pool["de"]["short"] += [de for de, _ in pairs]
+    pool["en"]["short"] += [en for _, en in pairs]
+    snli = _jsonl(REPO_ROOT / "training" / "traindata" / "snli" / "train.jsonl.gz")
+    pool["en"]["short"] += [text for row in snli for text in row.values() if isinstance(text, str)]
+    return pool
+
+
+def candidates(count: int, seed: int = 0) -> Iterator[Candidate]:
+    """``count`` rows of the paper's mix, each of real texts of its claimed language."""
+    rng = random.Random(seed)
+    pool = text_pool()
+    types = [t for t, share in MIX.items() for _ in range(share)]
+
+    def pick(language: str, size: str) -> str:
+        return rng.choice(pool[language][size])
+
+    for index in range(count):
+        task_type = types[index % len(types)]
+        language = rng.choice(("en", "de"))
+        other = "de" if language == "en" else "en"
+        placeholders = {"query_length": "5 to 15 words", "num_words": "50", "unit": "sentence"}
+        if task_type == "short_long":
+            example = {"user_query": pick(language, "short"),
+                       "positive_document": pick(language, "long"),
+                       "hard_negative_document": pick(language, "long")}  # fmt: skip
+        elif task_type == "long_short":
+            example = {"input_text": pick(language, "long"), "label": "positive",
+                       "misleading_label": "negative"}  # fmt: skip
+        elif task_type in ("short_short", "long_long"):
+            size = "short" if task_type == "short_short" else "long"
+            example = {"input": pick(language, size), "positive_document": pick(language, size)}
+        else:
+            side = other if task_type == "bitext" else language
+            example = {"S1": pick(language, "short"), "S2": pick(side, "short"),
+                       "S3": pick(side, "short")}  # fmt: skip
+        target = other if task_type == "bitext" else None
+        yield Candidate(task_type, example, placeholders, language, target)
+
+
+def cpu_seconds(work: Callable[[], None]) -> float:
+    start = time.process_time()
+    work()
+    return time.process_time() - start
+
+
+def time_gates(rows: list[Candidate]) -> dict[str, float]:
+    """CPU seconds of each gate alone over ``rows``, in batches as seeds calls them."""
+    batches = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    codes = list(XLMR_LANGUAGES)
+    only = {
+        "content rules": QualitySection(language_check=False, near_duplicates=False),
+        "language ID": QualitySection(content_rules=False, near_duplicates=False),
+    }
+    seconds = {}
+    for name, settings in only.items():
+        gates = QualityGates(settings, codes)
+        seconds[name] = cpu_seconds(lambda g=gates: [g.inspect(batch) for batch in batches])
+    near = QualityGates(QualitySection(content_rules=False, language_check=False), codes)
+    texts = [[list(c.example.values()) for c in batch] for batch in batches]
+    seconds["near-duplicates (MinHash LSH)"] = cpu_seconds(
+        lambda: [near.admit(batch) for batch in texts]
+    )
+    return seconds
+
+
+def run(config_path: str, rows: int | None = None) -> str:
+    """The Markdown section; ``config_path`` is unused (the benchmark builds its own rows)."""
+    rows = rows or (FULL_ROWS if full_run() else DEFAULT_ROWS)
+    sample = list(candidates(rows))
+    seconds = time_gates(sample)
+    total = sum(seconds.values())
+    with tempfile.TemporaryDirectory() as root:
+        build = bench_size(Path(root), rows)
+    lines = [
+        f"## Quality gates: CPU time on {rows:,} rows",
+        "",
+        "Rows of the paper's task mix assembled from real English and German texts (XQuAD, "
+        f"Tatoeba, SNLI), judged in batches of {BATCH} as seeds judges one round of answers; "
+        "each gate timed alone (process CPU time, one core). Peer: the dataset build of the "
+        "same number of rows (`python -m dataset_builder --force` in a fresh process, CPU time "
+        "of its process), which every run pays anyway.",
+        "",
+        "| gate | CPU s | CPU ms per 1,000 rows |",
+        "|---|---|---|",
+    ]
+    for name, value in seconds.items():
+        lines.append(f"| {name} | {value:.1f} | {1000 * value / rows:.0f} |")
+    lines += [
+        f"| **all gates** | **{total:.1f}** | **{1000 * total / rows:.0f}** |",
+        f"| dataset build (peer) | {build['ours_cpu_s']:.1f} | "
+        f"{1000 * build['ours_cpu_s'] / rows:.0f} |",
+        "",
+        f"All gates cost {total / build['ours_cpu_s']:.2f}x the dataset build's CPU time; "
+        f"at this rate 500,000 rows take {total / rows * FULL_ROWS / 60:.1f} CPU minutes "
+        "(goal: within 5 minutes on 2 cores).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=None)
+    print(run("", parser.parse_args().rows))

@@ -1,0 +1,38 @@
+"""``make demo``: the staged Space, run as the Space runs it, on this release's own files.
+
+The staged ``settings.json`` names the Hub repos, which a build with no Hub account (or no
+network) cannot load; the local run points the app at the model and dataset folders of this
+build instead, through the same environment variables a Space's settings use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kit.cli import StageError
+
+
+def demo_environment(model_dir: Path, dataset_dir: Path) -> dict[str, str]:
+    """This process's environment with the app pointed at the local folders, on loopback
+    unless the caller chose another address."""
+    if not (model_dir / "modules.json").is_file():
+        raise StageError(f"no trained model in {model_dir}: run `make evaluate` first")
+    env = dict(os.environ)
+    env["MODEL_ID"] = str(model_dir.resolve())
+    env["DATASET_ID"] = str(dataset_dir.resolve()) if (dataset_dir / "data").is_dir() else ""
+    env.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
+    return env
+
+
+def serve_locally(space_dir: Path, model_dir: Path, dataset_dir: Path) -> None:
+    """Run ``python app.py`` in the staged folder until it stops (Ctrl-C stops it)."""
+    env = demo_environment(model_dir, dataset_dir)
+    try:
+        code = subprocess.run([sys.executable, "app.py"], cwd=space_dir, env=env).returncode
+    except KeyboardInterrupt:
+        return
+    if code not in (0, -2):
+        raise StageError(f"the Space app stopped with exit code {code}")

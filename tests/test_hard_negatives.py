@@ -1,0 +1,269 @@
+"""Mined hard negatives: a real build on a tiny decoder, read back as users and training do."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from huggingface_hub import DatasetCard
+
+from dataset_builder.__main__ import add_arguments, main
+from dataset_builder.export import build, fingerprint
+from kit.cli import run_stage
+from kit.config import Config, load_config
+from kit.embedder import build_embedder
+from kit.instructions import instruct
+from kit.schema import MINED_TYPES, UNIFIED_CONFIG, features_for, mined_negative_columns
+from tests.dataset_raw import synthesize, write_run
+from tests.toml_writer import dump_toml
+
+ROWS = 60
+NEGATIVES = 3
+MARGIN = 0.05
+MAX_LENGTH = 64
+MINED = mined_negative_columns(NEGATIVES)
+
+
+def write_config(folder: Path, name: str = "mined", **mining: object) -> Path:
+    path = folder / f"{name}.toml"
+    sections = {
+        "project": {"runs_dir": str(folder / "runs"), "build_dir": str(folder / "build")},
+        "generation": {"run_name": "run"},
+        "dataset": {"validation_fraction": 0.2, "hard_negatives": mining},
+    }
+    path.write_text(dump_toml(sections), encoding="utf-8")
+    return path
+
+
+def mining(embedder: Path, **overrides: object) -> dict:
+    settings = {
+        "enabled": True,
+        "embedder": str(embedder),
+        "num_negatives": NEGATIVES,
+        "relative_margin": MARGIN,
+        "max_length": MAX_LENGTH,
+    }
+    return settings | overrides
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("mined")
+    embedder = tiny_model_dirs["gemma3"]
+    run_dir = folder / "runs" / "run"
+    write_run(run_dir, synthesize(ROWS, seed=3), shards=2)
+    config = load_config(write_config(folder, **mining(embedder)))
+    plain = load_config(write_config(folder, "plain"))
+    result = build(config, run_dir, folder / "mined")
+    again = build(config, run_dir, folder / "again", force=True)
+    unmined = build(plain, run_dir, folder / "plain")
+    torch.set_num_threads(threads)
+    return {
+        "config": config,
+        "plain": plain,
+        "run_dir": run_dir,
+        "embedder": embedder,
+        "out": result.output_dir,
+        "again": again.output_dir,
+        "unmined": unmined.output_dir,
+    }
+
+
+def rows_of(out: Path) -> dict[str, list[dict]]:
+    loaded = datasets.load_dataset(str(out), UNIFIED_CONFIG)
+    return {split: loaded[split].to_list() for split in loaded}
+
+
+def test_mined_columns_load_and_are_all_or_nothing(built: dict) -> None:
+    loaded = datasets.load_dataset(str(built["out"]), UNIFIED_CONFIG)
+    for split in loaded.values():
+        assert split.features == features_for(UNIFIED_CONFIG, NEGATIVES)
+        assert split.column_names[6:10] == ["negative", *MINED]
+    mined = 0
+    for row in (row for rows in rows_of(built["out"]).values() for row in rows):
+        extra = [row[column] for column in MINED]
+        if row["task_type"] not in MINED_TYPES:
+            assert extra == [None] * NEGATIVES, row["id"]
+            continue
+        assert extra == [None] * NEGATIVES or None not in extra, row["id"]
+        if None in extra:
+            continue
+        mined += 1
+        assert row["positive"] not in extra and row["negative"] not in extra, row["id"]
+        assert len(set(extra)) == NEGATIVES
+    assert mined >= 10
+
+
+def test_negatives_come_from_their_pool_and_respect_the_margin(built: dict) -> None:
+    model = build_embedder(str(built["embedder"]), MAX_LENGTH)
+    checked = 0
+    for split, rows in rows_of(built["out"]).items():
+        for task_type in MINED_TYPES:
+            pool = [row for row in rows if row["task_type"] == task_type]
+            texts = {row["positive"] for row in pool} | {row["negative"] for row in pool}
+            for row in pool:
+                if row[MINED[0]] is None:
+                    continue
+                extra = [row[column] for column in MINED]
+                assert set(extra) <= texts, (split, row["id"])
+                anchor = instruct(row["task_definition"]) + row["query"]
+                query = model.encode([anchor], normalize_embeddings=True)
+                documents = model.encode([row["positive"], *extra], normalize_embeddings=True)
+                positive, *negatives = (documents @ query.T).ravel().tolist()
+                limit = positive - abs(positive) * MARGIN
+                assert max(negatives) <= limit + 1e-4, (row["id"], positive, negatives)
+                assert np.all(np.diff(negatives) <= 1e-4), "nearest first"
+                checked += 1
+    assert checked >= 10
+
+
+def test_other_rows_and_configs_are_untouched(built: dict) -> None:
+    strip = set(MINED)
+    for split, rows in rows_of(built["out"]).items():
+        plain = rows_of(built["unmined"])[split]
+        assert [{k: v for k, v in row.items() if k not in strip} for row in rows] == plain
+    for config in ("retrieval", "classification", "short_short", "long_long", "sts", "bitext"):
+        for path in sorted((built["unmined"] / "data" / config).iterdir()):
+            mined = built["out"] / "data" / config / path.name
+            assert mined.read_bytes() == path.read_bytes(), (config, path.name)
+
+
+def test_the_same_run_gives_the_same_bytes(built: dict) -> None:
+    def snapshot(folder: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+
+    assert snapshot(built["again"]) == snapshot(built["out"])
+
+
+def test_card_and_provenance_report_the_mining(built: dict) -> None:
+    mined = sum(
+        row[MINED[0]] is not None for rows in rows_of(built["out"]).values() for row in rows
+    )
+    eligible = sum(
+        row["task_type"] in MINED_TYPES for rows in rows_of(built["out"]).values() for row in rows
+    )
+    card = DatasetCard.load(built["out"] / "README.md")
+    infos = {info["config_name"]: info for info in card.data.to_dict()["dataset_info"]}
+    names = [feature["name"] for feature in infos[UNIFIED_CONFIG]["features"]]
+    assert names[6:10] == ["negative", *MINED]
+    text = card.text
+    section = text[text.index("## Mined hard negatives") : text.index("## Statistics")]
+    assert "- Embedder: `local:gemma3`" in section
+    assert "above 95% of the positive's score (`relative_margin = 0.05`" in section
+    assert f"exactly {NEGATIVES} of them in `negative_2`, `negative_3`, `negative_4`" in section
+    total = next(line for line in section.splitlines() if line.startswith("| all |"))
+    cells = [cell.strip() for cell in total.strip("|").split("|")]
+    assert cells[:4] == ["all", str(eligible), str(mined), str(eligible - mined)]
+    positive, negative = (float(cell.split(" / ")[0]) for cell in cells[4:6])
+    assert negative < positive
+    skipped, nearest = (int(n) for n in cells[6].split(" of "))
+    assert 0 < skipped <= nearest
+    facts = json.loads((built["out"] / "provenance.json").read_text())["facts"]
+    assert facts["hard_negatives"]["rows_mined"] == mined
+    assert facts["hard_negatives"]["embedder"] == "local:gemma3"
+    assert "Not mined for this build" in (built["unmined"] / "README.md").read_text()
+
+
+def test_training_reads_the_mined_columns_as_extra_negatives(built: dict) -> None:
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from training.data import load_training_data
+
+    data = load_training_data(str(built["out"]), [], None)
+    shape = data.train[f"with_{NEGATIVES + 1}_negatives"]
+    negatives = [f"negative_{i}" for i in range(1, NEGATIVES + 2)]
+    assert shape.column_names == ["anchor", "positive", *negatives]
+    assert all(row["anchor"].startswith("Instruct: ") for row in shape)
+    model = build_embedder(str(built["embedder"]), MAX_LENGTH)
+    batch = shape.select(range(min(4, shape.num_rows)))
+    features = [model.tokenize(batch[column]) for column in shape.column_names]
+    loss = MultipleNegativesRankingLoss(model, scale=50.0)(features, None)
+    assert np.isfinite(loss.item())
+
+
+def with_mining(config: Config, **change: object) -> Config:
+    mining = dataclasses.replace(config.dataset.hard_negatives, **change)
+    return dataclasses.replace(
+        config, dataset=dataclasses.replace(config.dataset, hard_negatives=mining)
+    )
+
+
+def test_the_fingerprint_follows_the_settings_and_the_embedder(built: dict, tmp_path: Path) -> None:
+    config, run_dir = built["config"], built["run_dir"]
+    base = fingerprint(config, run_dir, "run")
+    for change in ({"relative_margin": 0.1}, {"num_negatives": 2}, {"max_length": 32}):
+        assert fingerprint(with_mining(config, **change), run_dir, "run") != base, change
+    copy = with_mining(config, embedder=str(shutil.copytree(built["embedder"], tmp_path / "m")))
+    copied = fingerprint(copy, run_dir, "run")
+    model_config = tmp_path / "m" / "config.json"
+    model_config.write_text(model_config.read_text() + "\n")
+    assert fingerprint(copy, run_dir, "run") != copied
+
+
+def test_the_embedder_defaults_to_the_training_base_model(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    base = str(tiny_model_dirs["qwen2"])
+    path = write_config(tmp_path, enabled=True)
+    text = path.read_text() + f'\n[training]\nbase_model = "{base}"\nmax_length = 96\n'
+    path.write_text(text)
+    mining = load_config(path).dataset.hard_negatives
+    assert (mining.embedder, mining.max_length) == (base, 96)
+    path.write_text(text.replace("enabled = true", "enabled = false"))
+    assert load_config(path).dataset.hard_negatives.embedder == ""
+
+
+def test_shipped_configs_mine_only_in_the_paper_configuration() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    paper = load_config(repo / "configs" / "e5-mistral.toml").dataset.hard_negatives
+    assert paper.enabled and paper.embedder == "mistralai/Mistral-7B-v0.1"
+    assert (paper.num_negatives, paper.relative_margin, paper.max_length) == (3, 0.05, 512)
+    assert not load_config(repo / "configs" / "default.toml").dataset.hard_negatives.enabled
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"num_negatives": 0},
+            "dataset.hard_negatives.num_negatives: 0 is outside the allowed range 1 .. 64",
+        ),
+        (
+            {"relative_margin": 1.0},
+            "dataset.hard_negatives.relative_margin: 1.0 must be at least 0.0 and below 1.0",
+        ),
+        (
+            {"relative_margin": -0.05},
+            "dataset.hard_negatives.relative_margin: -0.05 must be at least 0.0 and below 1.0",
+        ),
+        (
+            {"embedder": "./no/such/model"},
+            "dataset.hard_negatives.embedder: model path does not exist: ./no/such/model",
+        ),
+        (
+            {"margin": 0.05},
+            "dataset.hard_negatives: unknown key margin (allowed: enabled, embedder, "
+            "num_negatives, relative_margin, max_length, batch_size)",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: dict, message: str
+) -> None:
+    path = write_config(tmp_path, enabled=True, **settings)
+    assert run_stage("dataset_builder", main, ["--config", str(path)], add_arguments) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {path}: {message}"]
+    assert not (tmp_path / "build").exists()
