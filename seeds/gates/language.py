@@ -12,8 +12,9 @@ hr/sr/bs) reaches the threshold, *wrong* when another kit language does, and *un
 otherwise: too short, a language the model lacks, or no confident answer.
 
 py3langid classifies one text per call; ``BatchScorer`` walks its byte automaton for a
-whole batch at once with numpy and scores with one sparse product, so a 500k-row run is
-checked in about a minute. Its results equal py3langid's own ``classify`` (a test checks).
+whole batch at once with numpy and scores with one sparse product (a few texts, as one
+answer of a live run has, take py3langid's own walk and a dense product instead). Its
+results equal py3langid's own ``classify`` (a test checks); ``bench/gates_bench.py`` times it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ UNSUPPORTED = frozenset({"sd", "su", "yi"})
 # Languages the model cannot reliably tell apart: any member verifies the others.
 GROUPS = (frozenset({"hr", "sr", "bs"}), frozenset({"id", "ms"}))
 MAX_BYTES = 512  # long texts are judged on their first 512 bytes (accuracy is unchanged)
+# Below this many texts py3langid's byte-at-a-time walk is faster than the batched one,
+# whose numpy calls cost the same per byte position however few texts there are.
+SMALL_BATCH = 8
 
 
 @cache
@@ -62,6 +66,7 @@ class BatchScorer:
         self.feature_weights = np.ascontiguousarray(ident.nb_ptc, dtype=np.float64)
         self.priors = np.asarray(ident.nb_pc, dtype=np.float64)
         self.aliases = list(ident._alias_pairs)
+        self.ident = ident
 
     @staticmethod
     def _encode(text: str) -> bytes:
@@ -75,18 +80,32 @@ class BatchScorer:
             data = data[:-1]
         return data
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """(texts, labels) probabilities, rows in input order."""
-        from scipy import sparse
+    def _walk_each(
+        self, encoded: list[bytes], lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(text, feature, count) triples from py3langid's own walk, one text at a time."""
+        from py3langid.langid import visit_counts
 
-        encoded = [self._encode(text) for text in texts]
+        rows, columns, counts = [], [], []
+        for index, data in enumerate(encoded):
+            visits = visit_counts(self.ident.tk_nextmove, self.ident._rowbase,
+                                  self.ident.tk_output, data) or {}  # fmt: skip
+            for feature in sorted(visits):
+                rows.append(index)
+                columns.append(feature)
+                counts.append(visits[feature])
+        return (np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64),
+                np.asarray(counts, dtype=np.int64))  # fmt: skip
+
+    def _walk_together(
+        self, encoded: list[bytes], lengths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same triples for a whole batch (longest first), one byte position at a time
+        across all texts: numpy's per-call cost is paid per position, not per byte."""
         count = len(encoded)
-        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=count)
-        order = np.argsort(-lengths, kind="stable")  # longest first: live rows are a prefix
-        lengths = lengths[order]
         width = int(lengths[0]) if count else 0
         grid = np.zeros((count, max(width, 1)), dtype=np.uint8)
-        flat = b"".join(encoded[i] for i in order)
+        flat = b"".join(encoded)
         if flat:
             rows = np.repeat(np.arange(count), lengths)
             columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -102,10 +121,32 @@ class BatchScorer:
         feature_count = self.feature_weights.shape[0]
         keys = text_index.astype(np.int64) * feature_count + features[text_index, position]
         unique, counts = np.unique(keys, return_counts=True)
-        rows, columns = unique // feature_count, unique % feature_count
+        return unique // feature_count, unique % feature_count, counts
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """(texts, labels) probabilities, rows in input order."""
+        from scipy import sparse
+
+        encoded = [self._encode(text) for text in texts]
+        count = len(encoded)
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=count)
+        order = np.argsort(-lengths, kind="stable")  # longest first: live rows are a prefix
+        lengths = lengths[order]
+        ordered = [encoded[i] for i in order]
+        walk = self._walk_each if count < SMALL_BATCH else self._walk_together
+        rows, columns, counts = walk(ordered, lengths)
+        feature_count = self.feature_weights.shape[0]
         weights = np.log1p(counts.astype(np.float64))
-        matrix = sparse.csr_matrix((weights, (rows, columns)), shape=(count, feature_count))
-        scores = np.asarray(matrix @ self.feature_weights) + self.priors
+        if count < SMALL_BATCH:  # a dense product beats building a sparse matrix here
+            scores = np.zeros((count, self.priors.shape[0]))
+            present, starts = np.unique(rows, return_index=True)  # rows come grouped by text
+            if present.size:
+                contributions = weights[:, None] * self.feature_weights[columns]
+                scores[present] = np.add.reduceat(contributions, starts, axis=0)
+        else:
+            matrix = sparse.csr_matrix((weights, (rows, columns)), shape=(count, feature_count))
+            scores = np.asarray(matrix @ self.feature_weights)
+        scores += self.priors
         featureless = np.ones(count, dtype=bool)
         featureless[rows] = False
         scores[featureless] = 0.0  # uniform, as py3langid gives for a text with no features
