@@ -19,7 +19,17 @@ from pathlib import Path
 
 from bench import FULL_RUN_VARIABLE, full_run
 
-BENCHES = ("bundled", "seeds", "gates", "dataset", "training", "model_card", "space", "release")
+BENCHES = (
+    "bundled",
+    "seeds",
+    "gates",
+    "judge",
+    "dataset",
+    "training",
+    "model_card",
+    "space",
+    "release",
+)
 # Run only when named (``make bench-quality``): it trains three models, about 45 minutes.
 ON_REQUEST = ("quality",)
 OUTPUT = Path("BENCHMARKS.md")

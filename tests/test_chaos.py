@@ -210,7 +210,9 @@ def _check_published(kind: str, calm: Pipeline, chaos: Pipeline) -> None:
     remote = chaos.hub.files(kind, repo_id)
     staged = _files(chaos.clone / "build" / kind)
     assert all(staged[path] == content for path, content in remote.items() if path in staged)
-    assert not [path for path in remote if ".tmp" in path or path.startswith(".")]
+    # Creating a repo writes .gitattributes on the Hub; anything else hidden would be ours.
+    hidden = [path for path in remote if path.startswith(".") and path != ".gitattributes"]
+    assert not hidden and not [path for path in remote if ".tmp" in path]
     assert not [p for p in (chaos.clone / "build" / kind).rglob("*") if ".tmp-" in p.name]
 
 
