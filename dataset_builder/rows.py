@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,8 +17,14 @@ from kit.schema import (
     features_for,
 )
 
-if TYPE_CHECKING:
-    from dataset_builder.hard_negatives import MinedNegatives
+
+class MinedNegatives(Protocol):
+    """What projection needs of the mined negatives (``dataset_builder.hard_negatives``
+    builds them, and projects raw rows itself, so this module cannot import it)."""
+
+    count: int
+
+    def columns(self, ids: pa.Array) -> dict[str, pa.Array]: ...
 
 
 def project_table(
