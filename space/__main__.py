@@ -33,7 +33,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
     log.info("staged %s (%s)", space_dir, ", ".join(path.name for path in written))
     log.info("the app loads %s and samples %s by default", model_id, dataset_id)
     if getattr(args, "serve", False):
-        log.info("serving the staged app on this build's model (Ctrl-C stops it)")
+        log.info("serving the staged app on this build's model and dataset")
         serve_locally(space_dir, Path(paths["model_dir"]), Path(paths["dataset_dir"]))
     else:
         log.info("try it on this build's model: make demo")

@@ -30,6 +30,9 @@ def demo_environment(model_dir: Path, dataset_dir: Path) -> dict[str, str]:
 def serve_locally(space_dir: Path, model_dir: Path, dataset_dir: Path) -> None:
     """Run ``python app.py`` in the staged folder until it stops (Ctrl-C stops it)."""
     env = demo_environment(model_dir, dataset_dir)
+    host = env["GRADIO_SERVER_NAME"]
+    port = env.get("GRADIO_SERVER_PORT", "7860")
+    print(f"open http://{host}:{port} (Ctrl-C stops it)", flush=True)
     try:
         code = subprocess.run([sys.executable, "app.py"], cwd=space_dir, env=env).returncode
     except KeyboardInterrupt:

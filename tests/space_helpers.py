@@ -24,6 +24,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+from kit.processes import stop
+
 if TYPE_CHECKING:
     from gradio_client import Client
 
@@ -178,12 +180,7 @@ def serve_staged_app(
             wait_until_serving(url, process, log_path, limit_s)
             yield ServedApp(url, process, log_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @contextmanager

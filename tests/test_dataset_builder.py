@@ -188,6 +188,29 @@ def test_same_run_gives_the_same_bytes_and_unchanged_rebuild_writes_nothing(
     assert not forced.skipped and forced.written == [] and forced.removed == []
 
 
+def test_the_same_rows_in_other_shards_give_the_same_data_and_sizes(tmp_path: Path) -> None:
+    """A resumed run cuts the same rows into more shards: the Parquet files and the byte
+    counts in the card's metadata are the same; only the run's own facts differ."""
+    config = load_config(write_config(tmp_path))
+    records = list(synthesize(60, seed=9))
+    # write_run deals records round-robin: this order puts 20 consecutive ones in each shard.
+    cut = [records[(position % 3) * 20 + position // 3] for position in range(60)]
+    outputs = []
+    for shards, order in ((1, records), (3, cut)):
+        run_dir = tmp_path / f"run-{shards}" / "runs" / "run"
+        write_run(run_dir, order, shards=shards)
+        outputs.append(build(config, run_dir, tmp_path / f"out-{shards}").output_dir)
+    one, three = (snapshot(out) for out in outputs)
+    assert {k: v for k, v in one.items() if k.startswith("data/")} == {
+        k: v for k, v in three.items() if k.startswith("data/")
+    }
+    sizes = [
+        re.findall(r"(num_bytes|dataset_size): (\d+)", one_or_three["README.md"].decode())
+        for one_or_three in (one, three)
+    ]
+    assert sizes[0] == sizes[1] and sizes[0]
+
+
 def test_changed_run_rebuilds_and_drops_stale_shards(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, max_shard_rows=40))
     run_dir = tmp_path / "runs" / "run"

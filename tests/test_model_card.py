@@ -323,6 +323,13 @@ def test_compression_variants_are_scored_from_the_same_embeddings(evaluated: dic
     assert "| stored as | bytes per vector | TinyRetrieval | TinySTS | score kept (mean) |" in text
     assert "| 32 dims, fp32 (full) | 128 | " in text and "| binary, 32 dims | 4 | " in text
     assert 'SentenceTransformer("acme/tiny-embedder", truncate_dim=16)' in text
+    snippet = next(block for block in _python_blocks(text) if "quantize_embeddings" in block)
+    code = snippet.replace('"acme/tiny-embedder"', repr(str(evaluated["model_dir"])))
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "<card snippet>", "exec"), namespace)  # noqa: S102 - our own card
+    assert namespace["embeddings"].shape == (2, 16)
+    assert namespace["int8_embeddings"].dtype == np.int8
+    assert namespace["binary_embeddings"].shape == (2, 2)  # 16 bits packed into 2 bytes
 
 
 def test_a_truncated_variant_scores_like_the_model_loaded_with_truncate_dim(

@@ -19,6 +19,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sentence_transformers import SentenceTransformer
 
+from kit.processes import stop
 from tests.space_helpers import (
     free_port,
     imported_space,
@@ -307,6 +308,6 @@ def test_make_demo_serves_the_staged_app_on_this_builds_model(
         assert rows[0][2] == DATASET_DOCUMENTS[2]
         assert status.startswith("Top 1 of")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process, grace_s=30)
     assert (build / "space" / "app.py").is_file()
+    assert f"open http://127.0.0.1:{port} (Ctrl-C stops it)" in log_path.read_text()

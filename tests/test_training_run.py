@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,29 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dirs, write
     record = json.loads((tmp_path / "build" / "model" / "training_record.json").read_text())
     assert record["resumed_from"].endswith("checkpoint-2")
     assert record["steps"] == 4
+
+
+def test_a_run_killed_after_its_last_checkpoint_trains_no_further(
+    tiny_model_dirs, write_config, tmp_path
+):
+    """Killed while the release was being written, after the final checkpoint: the re-run
+    exports that checkpoint as it is (the same steps and weights), with no extra step."""
+    from safetensors.torch import load_file
+
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, max_steps=2)
+    config = write_config(training=section)
+    assert run_training(config) == 0
+    model_dir = tmp_path / "build" / "model"
+    first = load_file(model_dir / "model.safetensors")
+    curve = json.loads((model_dir / "training_record.json").read_text())["loss_curve"]
+    shutil.rmtree(model_dir)
+    assert run_training(config) == 0
+    record = json.loads((model_dir / "training_record.json").read_text())
+    assert record["resumed_from"] == "checkpoint-2"
+    assert record["steps"] == 2 and record["loss_curve"] == curve
+    again = load_file(model_dir / "model.safetensors")
+    assert all(torch.equal(first[name], again[name]) for name in first)
 
 
 def test_a_matryoshka_run_records_its_widths(tiny_model_dirs, write_config, tmp_path):

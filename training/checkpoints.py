@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from kit.files import read_json_object
 
@@ -56,3 +57,31 @@ def last_complete_checkpoint(folder: Path) -> str | None:
             log.warning("%s is incomplete (stopped while being written): removed", checkpoint)
             shutil.rmtree(checkpoint, ignore_errors=True)
     return resume
+
+
+def is_final(checkpoint: str, planned_steps: int) -> bool:
+    """Whether ``checkpoint`` holds the run's last step (``planned_steps``, or when that is 0
+    the step count the run planned when it wrote the checkpoint).
+
+    The trainer, resumed from its own last step, would still take one more step before it
+    checks the limit, so such a checkpoint is restored instead of resumed from. DeepSpeed
+    checkpoints keep their weights in their own layout and are always resumed.
+    """
+    folder = Path(checkpoint)
+    state = read_json_object(folder / "trainer_state.json") or {}
+    planned = planned_steps or int(state.get("max_steps") or 0)
+    on_disk = (folder / "adapter_model.safetensors").is_file()
+    return on_disk and planned > 0 and int(state.get("global_step") or 0) >= planned
+
+
+def restore_final(trainer: Any, checkpoint: str) -> int:
+    """Load the adapter and the trainer state of a final checkpoint; return its step."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    folder = Path(checkpoint)
+    adapter = load_file(folder / "adapter_model.safetensors")
+    set_peft_model_state_dict(trainer.model[0].model, adapter)
+    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
+    return trainer.state.global_step

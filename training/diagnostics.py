@@ -76,6 +76,9 @@ def negatives_share(batches: list[tuple[int, int]], batch_size: int) -> dict[str
     return {"mean": round(sum(shares) / len(shares), 4), "min": round(min(shares), 4)}
 
 
+ACCURACY_KEY = "validation_accuracy_at_1"
+
+
 class StepValidation(TrainerCallback):
     """Validation accuracy@1 every ``every`` optimizer steps (0: never)."""
 
@@ -83,11 +86,17 @@ class StepValidation(TrainerCallback):
                  every: int) -> None:  # fmt: skip
         self.model, self.pairs, self.batch_size, self.limit = model, pairs, batch_size, limit
         self.every = every
-        self.curve: list[tuple[int, float | None]] = []
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Kept in the trainer's log history, which checkpoints save, so a resumed run
+        reports the whole curve."""
         if self.every and state.global_step % self.every == 0:
             self.model.eval()
             accuracy = retrieval_accuracy(self.model, self.pairs, self.batch_size, self.limit)
             self.model.train()
-            self.curve.append((state.global_step, accuracy))
+            state.log_history.append({"step": state.global_step, ACCURACY_KEY: accuracy})
+
+
+def validation_curve(log_history: list[dict[str, Any]]) -> list[tuple[int, float | None]]:
+    """(step, accuracy@1) pairs that ``StepValidation`` logged."""
+    return [(entry["step"], entry[ACCURACY_KEY]) for entry in log_history if ACCURACY_KEY in entry]

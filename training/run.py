@@ -26,7 +26,7 @@ from kit.instructions import release_prompts
 from kit.paths import layout
 from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
-from training.checkpoints import last_complete_checkpoint
+from training.checkpoints import is_final, last_complete_checkpoint, restore_final
 from training.data import (
     NO_SYNTHETIC,
     TrainingData,
@@ -41,6 +41,7 @@ from training.diagnostics import (
     pools_eos,
     probe_texts,
     retrieval_accuracy,
+    validation_curve,
 )
 from training.export import RECORD_FILE, merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
@@ -241,7 +242,11 @@ def train(
     if resume:
         log.info("resuming from %s", resume)
     started = time.monotonic()
-    output = trainer.train(resume_from_checkpoint=resume)
+    if resume and is_final(resume, cfg.max_steps):
+        log.info("%s is the run's last step: exported as it is, with no further training", resume)
+        steps = restore_final(trainer, resume)
+    else:
+        steps = trainer.train(resume_from_checkpoint=resume).global_step
     runtime = time.monotonic() - started
     # Both are collective under ZeRO-3 (every forward and the adapter read gather the
     # partitioned weights), so every rank runs them before the others stop.
@@ -280,7 +285,7 @@ def train(
             "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
         },
         "seed": cfg.seed,
-        "steps": output.global_step,
+        "steps": steps,
         "train_runtime_s": round(runtime, 2),
         "final_loss": _final_loss(trainer),
         "max_length": cfg.max_length,
@@ -296,7 +301,7 @@ def train(
         },
         "validation_accuracy_before": accuracy_before,
         "validation_accuracy_after": accuracy_after,
-        "validation_accuracy_curve": along.curve,
+        "validation_accuracy_curve": validation_curve(trainer.state.log_history),
         "loss_curve": [
             (entry["step"], round(float(entry["loss"]), 4))
             for entry in trainer.state.log_history
@@ -306,7 +311,7 @@ def train(
         "checks": checks,
     }
     save_release(release, Path(paths["model_dir"]), record, provenance)
-    log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], output.global_step, runtime)
+    log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], steps, runtime)
 
 
 def _cuda() -> bool:
