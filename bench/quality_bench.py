@@ -42,6 +42,16 @@ VARIANTS = (
 )
 
 
+def largest_shape_group(dataset_dir: str) -> int:
+    """The most training rows of one shape (with or without a negative) in the dataset:
+    training draws each batch from rows of one shape."""
+    from datasets import load_dataset
+
+    train = load_dataset(dataset_dir, "default", split="train")
+    with_negative = sum(negative is not None for negative in train["negative"])
+    return max(with_negative, train.num_rows - with_negative)
+
+
 def variant_config(config_path: str, variant: Variant, index: int) -> Path:
     """The default configuration with one variant's data and its own build folder."""
     sections = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
@@ -52,6 +62,9 @@ def variant_config(config_path: str, variant: Variant, index: int) -> Path:
     training["dataset"] = dataset_dir if variant.synthetic else "none"
     if not variant.public:
         training["extra_datasets"] = []
+        # The synthetic rows alone may not fill one batch of the default size.
+        batch = min(training["batch_size"], largest_shape_group(dataset_dir))
+        training["batch_size"] = training["mini_batch_size"] = batch
     training["eval_steps"] = 8
     sections["evaluation"]["evaluate_base"] = index == 0  # the base is the same for all
     path = WORK / f"variant-{index}.toml"
@@ -142,17 +155,18 @@ def _report(
         )
     lines += [
         "",
-        "| variant | training rows | steps | left out by decontamination | validation acc@1 "
-        "(before, along the run, after) | negatives per anchor (share) | checks | train s | "
-        "evaluate s |",
-        "|---|---|---:|---|---|---|---|---:|---:|",
+        "| variant | training rows | batch | steps | left out by decontamination | validation "
+        "acc@1 (before, along the run, after) | negatives per anchor (share) | checks | "
+        "train s | evaluate s |",
+        "|---|---|---:|---:|---|---|---|---|---:|---:|",
     ]
     for row in rows:
         record = row["record"]
         curve = ", ".join(f"{step}: {acc}" for step, acc in record["validation_accuracy_curve"])
         checks = record["checks"]
         lines.append(
-            f"| {row['variant'].name} | {record['train_rows']} | {record['steps']} | "
+            f"| {row['variant'].name} | {record['train_rows']} | "
+            f"{record['hyperparameters']['batch_size']} | {record['steps']} | "
             f"{record['decontamination']['removed'] or 'none'} | "
             f"{record['validation_accuracy_before']} → [{curve}] → "
             f"{record['validation_accuracy_after']} | {record['negatives_per_anchor_share']} | "

@@ -8,7 +8,6 @@ build instead, through the same environment variables a Space's settings use.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,14 +27,11 @@ def demo_environment(model_dir: Path, dataset_dir: Path) -> dict[str, str]:
 
 
 def serve_locally(space_dir: Path, model_dir: Path, dataset_dir: Path) -> None:
-    """Run ``python app.py`` in the staged folder until it stops (Ctrl-C stops it)."""
+    """Become ``python app.py`` in the staged folder: Ctrl-C or a kill stops the app itself,
+    with no server left behind."""
     env = demo_environment(model_dir, dataset_dir)
     host = env["GRADIO_SERVER_NAME"]
     port = env.get("GRADIO_SERVER_PORT", "7860")
     print(f"open http://{host}:{port} (Ctrl-C stops it)", flush=True)
-    try:
-        code = subprocess.run([sys.executable, "app.py"], cwd=space_dir, env=env).returncode
-    except KeyboardInterrupt:
-        return
-    if code not in (0, -2):
-        raise StageError(f"the Space app stopped with exit code {code}")
+    os.chdir(space_dir)
+    os.execve(sys.executable, [sys.executable, "app.py"], env)

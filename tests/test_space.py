@@ -547,3 +547,35 @@ def test_demo_without_a_trained_model_is_one_line(write_config, tmp_path: Path, 
     assert capsys.readouterr().err == (
         f"error: no trained model in {model_dir}: run `make evaluate` first\n"
     )
+
+
+def test_a_read_only_output_folder_is_one_line_and_keeps_the_staged_space(
+    write_config, tmp_path: Path
+) -> None:
+    """A read-only file system over build/space (a tmpfs mounted read-only in a private
+    mount namespace, since root ignores permission bits): exit 2, one line, the staged
+    folder as it was; writable again, the same command finishes."""
+    import subprocess
+
+    config = write_config(space={"title": "before"})
+    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    space_dir = tmp_path / "build" / "space"
+    before = {p.name: p.read_bytes() for p in space_dir.iterdir()}
+    config.write_text(config.read_text().replace('"before"', '"after"'), encoding="utf-8")
+    repo = Path(__file__).resolve().parent.parent
+    stage = f"{sys.executable} -m space --config {config}"
+    script = f"mount -t tmpfs -o ro tmpfs {space_dir} && {stage}"
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=repo, env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write {space_dir}/"), last
+    assert last.endswith(
+        ": Read-only file system; make room (or make it writable) and run the same command "
+        "again: finished files were kept"
+    )
+    assert {p.name: p.read_bytes() for p in space_dir.iterdir()} == before
+    again = subprocess.run(stage.split(), cwd=repo, env=env, capture_output=True, check=False)
+    assert again.returncode == 0
+    assert "after" in (space_dir / "README.md").read_text(encoding="utf-8")

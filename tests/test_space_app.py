@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -311,3 +312,5 @@ def test_make_demo_serves_the_staged_app_on_this_builds_model(
         stop(process, grace_s=30)
     assert (build / "space" / "app.py").is_file()
     assert f"open http://127.0.0.1:{port} (Ctrl-C stops it)" in log_path.read_text()
+    with pytest.raises(OSError):  # stopping the demo stopped the server: nothing left behind
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2)

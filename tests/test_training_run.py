@@ -290,3 +290,20 @@ def test_a_matryoshka_width_wider_than_the_model_is_refused(
         "training.matryoshka_dims: 64 is wider than the base model's embedding dimension 32",
         previous_release,
     )
+
+
+def test_a_batch_larger_than_every_group_of_rows_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+):
+    """48 rows with a negative and 48 without: a batch of 128 fits neither group."""
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(
+        tiny_model_dirs["gemma3"], dataset, batch_size=128, mini_batch_size=16
+    )
+    _assert_failed_cleanly(
+        run_training(write_config(training=section)),
+        capsys,
+        "training.batch_size=128 is larger than every group of training rows of one shape "
+        "(with_negative: 48, without_negative: 48); lower it or add rows",
+        previous_release,
+    )

@@ -113,6 +113,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
     if data.decontaminated.rows:
         log.info("left out of the public sets, sharing text with evaluation sets: %s",
                  dict(data.decontaminated.rows))  # fmt: skip
+    _check_a_batch_fits(data.train, cfg.batch_size)
     base_path = resolve_model(cfg.base_model)
     prompts = release_prompts()
     check_base_tokenizer(base_path)
@@ -130,6 +131,18 @@ def main(config: Config, args: argparse.Namespace) -> None:
     train(
         config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance, dims
     )
+
+
+def _check_a_batch_fits(groups: dict[str, Any], batch_size: int) -> None:
+    """Each step draws one whole batch from one group of rows of the same shape, so at least
+    one group must hold a batch; otherwise the trainer would find no batch at all."""
+    sizes = {name: len(rows) for name, rows in sorted(groups.items())}
+    if max(sizes.values(), default=0) < batch_size:
+        listed = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+        raise StageError(
+            f"training.batch_size={batch_size} is larger than every group of training rows "
+            f"of one shape ({listed}); lower it or add rows"
+        )
 
 
 def expected_provenance(config: Config, source: str) -> dict[str, Any]:
