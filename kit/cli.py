@@ -7,9 +7,12 @@ import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from kit.config import Config, ConfigError, load_config
 from kit.errors import StageError
+from kit.files import remove_temporaries
+from kit.paths import layout
 
 EXIT_CONFIG = 2
 __all__ = ["EXIT_CONFIG", "StageError", "run_stage"]
@@ -48,6 +51,9 @@ def run_stage(
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
     try:
         config = load_config(args.config)
+        # A stage killed mid-write left its temporary files: no later stage may publish them.
+        for leftover in remove_temporaries(Path(layout(str(config.path))["build_dir"])):
+            logging.getLogger(name).info("removed %s, left by an interrupted write", leftover)
         main(config, args)
     except (ConfigError, StageError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -579,3 +579,18 @@ def test_a_read_only_output_folder_is_one_line_and_keeps_the_staged_space(
     again = subprocess.run(stage.split(), cwd=repo, env=env, capture_output=True, check=False)
     assert again.returncode == 0
     assert "after" in (space_dir / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_stage_removes_what_an_interrupted_write_left_in_the_build(
+    write_config, tmp_path: Path
+) -> None:
+    """A kill between an atomic write's temporary file and its rename leaves the temporary
+    behind; the next stage run removes it, so no release publishes it."""
+    config = write_config()
+    leftover = tmp_path / "build" / "model" / ".tmp-training_record.json-abc123"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("{", encoding="utf-8")
+    kept = leftover.with_name("training_record.json")
+    kept.write_text("{}", encoding="utf-8")
+    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    assert not leftover.exists() and kept.read_text(encoding="utf-8") == "{}"
