@@ -12,7 +12,6 @@ from pathlib import Path
 from kit.config import Config, ConfigError, load_config
 from kit.errors import StageError
 from kit.files import remove_temporaries
-from kit.paths import layout
 
 EXIT_CONFIG = 2
 __all__ = ["EXIT_CONFIG", "StageError", "run_stage"]
@@ -52,7 +51,7 @@ def run_stage(
     try:
         config = load_config(args.config)
         # A stage killed mid-write left its temporary files: no later stage may publish them.
-        for leftover in remove_temporaries(Path(layout(str(config.path))["build_dir"])):
+        for leftover in remove_temporaries(Path(config.project.build_dir)):
             logging.getLogger(name).info("removed %s, left by an interrupted write", leftover)
         main(config, args)
     except (ConfigError, StageError) as exc:

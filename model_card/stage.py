@@ -118,15 +118,11 @@ def base_reference(config: Config, record: dict[str, Any] | None) -> str | None:
     return None
 
 
-def compression_variants(
-    config: Config, trained: Embedder, record: dict[str, Any] | None
-) -> list[Variant]:
+def compression_variants(config: Config, width: int, trained_dims: list[int]) -> list[Variant]:
     """The smaller and coarser vectors the card reports for the trained model (none when
     ``evaluation.compression`` is off)."""
     if not config.evaluation.compression:
         return []
-    width = trained.model.get_embedding_dimension()
-    trained_dims = (record or {}).get("matryoshka_dims") or []
     return variants_for(report_dims(config.evaluation.compression_dims, trained_dims, width))
 
 
@@ -157,7 +153,9 @@ def run_evaluation(
     started = time.monotonic()
     previous = previous_fingerprints(load_results(eval_dir))
     batch = config.evaluation.batch_size
-    ladder = compression_variants(config, trained, record)
+    width = trained.model.get_embedding_dimension()
+    trained_dims = list((record or {}).get("matryoshka_dims") or [])
+    ladder = compression_variants(config, width, trained_dims)
     per_model = {
         "trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh, True, ladder)
     }
@@ -174,10 +172,9 @@ def run_evaluation(
         log.warning("no base model to compare with: the base model is not evaluated")
     results = build_results(embedders, tasks, per_model, skipped)
     if ladder:
-        width = trained.model.get_embedding_dimension()
         results["compression"] = {
             "width": width,
-            "matryoshka_dims": list((record or {}).get("matryoshka_dims") or []),
+            "matryoshka_dims": trained_dims,
             "variants": [
                 {
                     "name": v.name,

@@ -209,15 +209,6 @@ def test_dataset_missing_columns_is_refused(
     )
 
 
-def test_batch_not_divisible_by_mini_batch_is_refused(
-    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
-):
-    dataset = write_learnable_dataset(tmp_path / "dataset")
-    section = training_section(tiny_model_dirs["gemma3"], dataset, batch_size=10)
-    config = write_config(training=section)
-    _assert_failed_cleanly(run_training(config), capsys, "must divide", previous_release)
-
-
 def test_bf16_on_a_cpu_without_it_is_refused(
     tiny_model_dirs, write_config, tmp_path, capsys, previous_release, monkeypatch
 ):
@@ -279,31 +270,27 @@ def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
     assert (model_dir / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_a_matryoshka_width_wider_than_the_model_is_refused(
-    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 10}, "must divide"),
+        (
+            {"matryoshka_dims": [16, 64]},
+            "training.matryoshka_dims: 64 is wider than the base model's embedding dimension 32",
+        ),
+        (  # 48 rows with a negative and 48 without: a batch of 128 fits neither group
+            {"batch_size": 128, "mini_batch_size": 16},
+            "training.batch_size=128 is larger than every group of training rows of one shape "
+            "(with_negative: 48, without_negative: 48); lower it or add rows",
+        ),
+    ],
+    ids=["batch-not-divisible", "matryoshka-too-wide", "batch-larger-than-every-group"],
+)
+def test_a_training_setting_the_data_or_model_cannot_meet_is_refused(
+    tiny_model_dirs, write_config, tmp_path, capsys, previous_release, overrides, message
 ):
     dataset = write_learnable_dataset(tmp_path / "dataset")
-    section = training_section(tiny_model_dirs["gemma3"], dataset, matryoshka_dims=[16, 64])
+    section = training_section(tiny_model_dirs["gemma3"], dataset, **overrides)
     _assert_failed_cleanly(
-        run_training(write_config(training=section)),
-        capsys,
-        "training.matryoshka_dims: 64 is wider than the base model's embedding dimension 32",
-        previous_release,
-    )
-
-
-def test_a_batch_larger_than_every_group_of_rows_is_refused(
-    tiny_model_dirs, write_config, tmp_path, capsys, previous_release
-):
-    """48 rows with a negative and 48 without: a batch of 128 fits neither group."""
-    dataset = write_learnable_dataset(tmp_path / "dataset")
-    section = training_section(
-        tiny_model_dirs["gemma3"], dataset, batch_size=128, mini_batch_size=16
-    )
-    _assert_failed_cleanly(
-        run_training(write_config(training=section)),
-        capsys,
-        "training.batch_size=128 is larger than every group of training rows of one shape "
-        "(with_negative: 48, without_negative: 48); lower it or add rows",
-        previous_release,
+        run_training(write_config(training=section)), capsys, message, previous_release
     )

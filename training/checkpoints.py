@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from kit.files import read_json_object
 
@@ -72,16 +71,3 @@ def is_final(checkpoint: str, planned_steps: int) -> bool:
     planned = planned_steps or int(state.get("max_steps") or 0)
     on_disk = (folder / "adapter_model.safetensors").is_file()
     return on_disk and planned > 0 and int(state.get("global_step") or 0) >= planned
-
-
-def restore_final(trainer: Any, checkpoint: str) -> int:
-    """Load the adapter and the trainer state of a final checkpoint; return its step."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-    from transformers import TrainerState
-
-    folder = Path(checkpoint)
-    adapter = load_file(folder / "adapter_model.safetensors")
-    set_peft_model_state_dict(trainer.model[0].model, adapter)
-    trainer.state = TrainerState.load_from_json(str(folder / "trainer_state.json"))
-    return trainer.state.global_step

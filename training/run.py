@@ -26,7 +26,7 @@ from kit.instructions import release_prompts
 from kit.paths import layout
 from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
-from training.checkpoints import is_final, last_complete_checkpoint, restore_final
+from training.checkpoints import is_final, last_complete_checkpoint
 from training.data import (
     NO_SYNTHETIC,
     TrainingData,
@@ -257,7 +257,7 @@ def train(
     started = time.monotonic()
     if resume and is_final(resume, cfg.max_steps):
         log.info("%s is the run's last step: exported as it is, with no further training", resume)
-        steps = restore_final(trainer, resume)
+        steps = trainer.restore_final(resume)
     else:
         steps = trainer.train(resume_from_checkpoint=resume).global_step
     runtime = time.monotonic() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
@@ -30,3 +31,12 @@ class EmbedderTrainer(SentenceTransformerTrainer):
 
         state = load_peft_weights(resume_from_checkpoint, device="cpu")
         set_peft_model_state_dict(self.model[0].model, state)
+
+    def restore_final(self, checkpoint: str) -> int:
+        """Load a final checkpoint's adapter and trainer state without training (resuming
+        from it would take one step past ``max_steps``); return its step."""
+        from transformers import TrainerState
+
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        return self.state.global_step
