@@ -139,6 +139,9 @@ class QualitySection:
     near_duplicates: bool = True
     near_duplicate_threshold: float = _ranged(0.8, 0.0, 1.0)
     minhash_permutations: int = _ranged(128, 16, 1024)
+    # Processes that share the content and language gates of a large batch of answers (a
+    # Batch API output file); a live run judges each answer in-process as it arrives.
+    gate_processes: int = _ranged(2, 1, 64)
     # Ask the generator whether the positive fits the query better than the negative.
     judge: bool = False
     judge_action: str = _choice("drop", "swap", default="drop")

@@ -79,19 +79,24 @@ class BatchRunner:
         return row
 
     async def collect(self, row: dict[str, Any]) -> None:
-        """Poll until the batch ends, then judge each line like a live answer."""
+        """Poll until the batch ends, then judge its answers like live ones, all at once."""
         batch = await self.client.batches.retrieve(row["batch_id"])
         while batch.status not in TERMINAL:
             await asyncio.sleep(self.settings.batch_poll_s)
             batch = await self.client.batches.retrieve(row["batch_id"])
         items = {i["item_id"]: WorkItem(prompt="", schema={}, **i) for i in row["items"]}
         answered: set[str] = set()
+        generations: list[tuple[WorkItem, Completion]] = []
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 content = await self.client.files.content(file_id)
                 for line in content.content.decode("utf-8").splitlines():
                     if line.strip():
-                        answered.add(self._judge(items, json.loads(line), row["response_format"]))
+                        answer = self._answer(items, json.loads(line), row["response_format"])
+                        answered.add(answer[0].item_id)
+                        if answer[1] is not None:
+                            generations.append((answer[0], answer[1]))
+        self.run.handle_generations(generations)
         for item_id, item in items.items():
             if item_id not in answered:
                 self._failed(item, f"batch_{batch.status}", None, row["response_format"])
@@ -100,17 +105,21 @@ class BatchRunner:
                 self.run.finished(item)
         self._note({"state": "ingested", "batch_id": row["batch_id"], "status": batch.status})
 
-    def _judge(self, items: dict[str, WorkItem], line: dict[str, Any], mode: str) -> str:
+    def _answer(
+        self, items: dict[str, WorkItem], line: dict[str, Any], mode: str
+    ) -> tuple[WorkItem, Completion | None]:
+        """The line's item, and its completion when it is a generation still to judge
+        (brainstorms and failures are settled here, one at a time)."""
         item = items[line["custom_id"]]
         if item.item_id in self.run.store.finished_ids | self.run.store.brainstorm_done:
-            return item.item_id  # judged before a kill interrupted this batch's ingestion
+            return item, None  # judged before a kill interrupted this batch's ingestion
         response = line.get("response") or {}
         status = response.get("status_code")
         body = response.get("body") or {}
         if status != 200 or line.get("error") or not body.get("choices"):
             error = (line.get("error") or {}).get("code") or f"http_{status}"
             self._failed(item, str(error), status, mode)
-            return item.item_id
+            return item, None
         usage = body.get("usage") or {}
         choice = body["choices"][0]
         completion = Completion(
@@ -124,9 +133,8 @@ class BatchRunner:
         )
         if item.kind == "brainstorm":
             self.run.handle_brainstorm(item, completion)
-        else:
-            self.run.handle_generation(item, completion)
-        return item.item_id
+            return item, None
+        return item, completion
 
     def _failed(self, item: WorkItem, reason: str, status: int | None, mode: str) -> None:
         self.run.tried_this_session.add(item.item_id)

@@ -4,6 +4,7 @@ to do with an answer, when to stop, and the summary in ``run.json``."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from tqdm import tqdm
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from kit.config import Config
 from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
 from seeds.client import Completion
-from seeds.gates import Candidate, QualityGates
+from seeds.gates import Candidate, QualityGates, Verdict
 from seeds.judge import judge_item, load_judge_prompt, positive_wins, swapped
 from seeds.languages import LanguageSampler
 from seeds.parsing import (
@@ -213,12 +214,29 @@ class SeedRun:
     def handle_generation(self, item: WorkItem, completion: Completion) -> bool | WorkItem:
         """Validate, gate, dedup, store; True when accepted, or the judge request to send
         when the row waits for the judge (it is held, so a kill does not lose it)."""
-        template = self.templates[item.task_type]
+        return self.handle_generations([(item, completion)])[0]
+
+    def handle_generations(
+        self, answers: Sequence[tuple[WorkItem, Completion]]
+    ) -> list[bool | WorkItem]:
+        """``handle_generation`` for many answers at once, in order: a Batch API output file
+        is gated in large batches (and on several processes) instead of one row per call."""
+        examples = [self._parsed(item, completion) for item, completion in answers]
+        parsed = [index for index, example in enumerate(examples) if example is not None]
+        verdicts = self.gates.inspect([candidate(answers[i][0], examples[i]) for i in parsed])
+        outcomes: list[bool | WorkItem] = [False] * len(answers)
+        for index, verdict in zip(parsed, verdicts, strict=True):
+            item, completion = answers[index]
+            outcomes[index] = self._settle(item, completion, examples[index], verdict)
+        return outcomes
+
+    def _parsed(self, item: WorkItem, completion: Completion) -> dict[str, str] | None:
+        """The answer's example when it has the template's shape; None once rejected."""
         try:
             if completion.finish_reason == "length":
                 raise Rejection("truncated")
-            example = validate_example(
-                template,
+            return validate_example(
+                self.templates[item.task_type],
                 extract_json_object(completion.text),
                 self.gen.min_chars,
                 self.gen.max_chars,
@@ -227,13 +245,17 @@ class SeedRun:
             )
         except Rejection as rejection:
             self._ledger(item, completion, "rejected", rejection.reason)
-            return False
+            return None
+
+    def _settle(
+        self, item: WorkItem, completion: Completion, example: dict[str, str], verdict: Verdict
+    ) -> bool | WorkItem:
         key = dedup_key(example)
         if self.store.is_duplicate(key):
             self._ledger(item, completion, "rejected", "duplicate")
             return False
-        verdict = self.gates.inspect([candidate(item, example)])[0]
-        record = self.record(item, template, completion, example, verdict.quality)
+        record = self.record(item, self.templates[item.task_type], completion, example,
+                             verdict.quality)  # fmt: skip
         reason = verdict.reason
         if reason is None and not self.gates.admit([list(example.values())])[0]:
             reason = "near_duplicate"

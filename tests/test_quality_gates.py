@@ -188,3 +188,23 @@ def test_the_batch_scorer_is_read_from_the_pinned_py3langid() -> None:
 
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert f'"py3langid=={version("py3langid")}"' in pyproject
+
+
+def test_gate_processes_give_the_verdicts_of_one_process() -> None:
+    """A Batch API output file is gated in chunks over several spawned processes: the
+    verdicts, order and quality records must be those of the in-process gates."""
+    from seeds.gates import CHUNK_ROWS
+
+    kinds = [
+        _retrieval("how do river towns prepare for floods", LONG_EN, LONG_EN_2),
+        _retrieval("How does a town guard against floods?", DOC_EN, DOC_EN, "pl"),
+        _retrieval("{", LONG_EN, LONG_EN_2),
+        Candidate("bitext", {"S1": FRENCH, "S2": GERMAN, "S3": GERMAN}, {}, "de", "fr"),
+    ]
+    rows = [kinds[i % len(kinds)] for i in range(2 * CHUNK_ROWS + 7)]
+    one = _gates(gate_processes=1).inspect(rows)
+    two = _gates(gate_processes=2).inspect(rows)
+    assert [(v.reason, v.quality) for v in two] == [(v.reason, v.quality) for v in one]
+    assert [v.reason for v in two[:4]] == [
+        None, "wrong_language:user_query", "markup:user_query", "wrong_language:S1",
+    ]  # fmt: skip

@@ -43,6 +43,9 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
         with torch.no_grad():
             value = float(loss(columns, None))
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps({"loss": value}))
+        # Rank 0 hosts the rendezvous store: tearing down while the other worker is still
+        # finishing its last collective aborts that worker (seen once in CI as SIGABRT).
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 

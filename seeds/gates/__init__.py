@@ -5,13 +5,16 @@ row is: content rules (``content``), the language of each text (``language``) an
 near-duplicates of rows already kept (``near_duplicates``). A rejected row is kept in the
 run's ``rejected/`` shards with its reason, so a rejection can be re-examined later, and
 its reason is counted in the ledger and ``run.json``. The gates take batches, so the same
-code checks one answer as it arrives and rebuilds its index over a whole run on resume.
+code checks one answer as it arrives, a Batch API output file in chunks spread over
+``quality.gate_processes`` processes, and rebuilds its index over a whole run on resume.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kit.config import QualitySection
@@ -30,6 +33,11 @@ LANGUAGE_SIDES: dict[str, dict[str, str]] = {
     "sts": {"S1": "source", "S2": "source", "S3": "source"},
     "bitext": {"S1": "source", "S2": "target", "S3": "target"},
 }  # fmt: skip
+
+
+# Rows per gate call: batched language ID pays numpy's per-call cost once per byte position
+# of a chunk, so larger chunks are cheaper per row (bench/gates_bench.py measures it).
+CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class QualityGates:
 
     def __init__(self, settings: QualitySection, kit_codes: Sequence[str]) -> None:
         self.settings = settings
+        self.kit_codes = list(kit_codes)
         self.language = (
             LanguageCheck(kit_codes, settings.language_min_chars, settings.language_min_confidence)
             if settings.language_check
@@ -76,6 +85,18 @@ class QualityGates:
 
     def inspect(self, candidates: Sequence[Candidate]) -> list[Verdict]:
         """Content and language verdicts, one per candidate, in order."""
+        chunks = [candidates[i : i + CHUNK_ROWS] for i in range(0, len(candidates), CHUNK_ROWS)]
+        processes = min(self.settings.gate_processes, len(chunks))
+        if processes < 2:
+            return [verdict for chunk in chunks for verdict in self._inspect_chunk(chunk)]
+        # Spawned, not forked: the run's event loop and client threads must not be copied.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            processes, context, initializer=_start_worker, initargs=(self.settings, self.kit_codes)
+        ) as pool:
+            return [verdict for part in pool.map(_inspect_in_worker, chunks) for verdict in part]
+
+    def _inspect_chunk(self, candidates: Sequence[Candidate]) -> list[Verdict]:
         verdicts = [Verdict(None) for _ in candidates]
         if self.settings.content_rules:
             for candidate, verdict in zip(candidates, verdicts, strict=True):
@@ -137,3 +158,15 @@ class QualityGates:
         if self.near_duplicates is None:
             return [True] * len(rows)
         return self.near_duplicates.admit(rows)
+
+
+_worker_gates: list[QualityGates] = []
+
+
+def _start_worker(settings: QualitySection, kit_codes: list[str]) -> None:
+    """A gate process holds the stateless gates; the near-duplicate index stays in the run."""
+    _worker_gates.append(QualityGates(replace(settings, near_duplicates=False), kit_codes))
+
+
+def _inspect_in_worker(candidates: Sequence[Candidate]) -> list[Verdict]:
+    return _worker_gates[0].inspect(candidates)
