@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -110,17 +111,25 @@ def test_training_record_has_the_agreed_fields(trained):
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_model_dirs, write_config, tmp_path):
+    """As if killed between checkpoint-2 and checkpoint-4: the re-run resumes from step 2
+    and ends where the uninterrupted run ended."""
+    from safetensors.torch import load_file
+
     dataset = write_learnable_dataset(tmp_path / "dataset")
-    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, epochs=1.0)
-    first = write_config("first.toml", training={**section, "max_steps": 2})
-    assert run_training(first) == 0
-    checkpoints = tmp_path / "build" / "checkpoints"
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, max_steps=4)
+    config = write_config(training=section)
+    assert run_training(config) == 0
+    checkpoints, model_dir = tmp_path / "build" / "checkpoints", tmp_path / "build" / "model"
     assert (checkpoints / "checkpoint-2" / "adapter_model.safetensors").is_file()
-    second = write_config("second.toml", training={**section, "max_steps": 4})
-    assert run_training(second) == 0
-    record = json.loads((tmp_path / "build" / "model" / "training_record.json").read_text())
-    assert record["resumed_from"].endswith("checkpoint-2")
+    uninterrupted = load_file(model_dir / "model.safetensors")
+    shutil.rmtree(checkpoints / "checkpoint-4")
+    shutil.rmtree(model_dir)
+    assert run_training(config) == 0
+    record = json.loads((model_dir / "training_record.json").read_text())
+    assert record["resumed_from"] == "checkpoint-2"
     assert record["steps"] == 4
+    resumed = load_file(model_dir / "model.safetensors")
+    assert all(torch.allclose(uninterrupted[n], resumed[n], atol=1e-5) for n in uninterrupted)
 
 
 def test_a_run_killed_after_its_last_checkpoint_trains_no_further(
@@ -144,6 +153,30 @@ def test_a_run_killed_after_its_last_checkpoint_trains_no_further(
     assert record["steps"] == 2 and record["loss_curve"] == curve
     again = load_file(model_dir / "model.safetensors")
     assert all(torch.equal(first[name], again[name]) for name in first)
+
+
+def test_checkpoints_of_other_settings_are_never_resumed(
+    tiny_model_dirs, write_config, tmp_path, caplog
+):
+    """A changed [training] section (here the seed) trains from step 0: its final checkpoint
+    must not be exported under the new settings, and the old checkpoints are gone."""
+    from safetensors.torch import load_file
+
+    dataset = write_learnable_dataset(tmp_path / "dataset")
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, max_steps=2)
+    assert run_training(write_config(training=section)) == 0
+    model_dir, checkpoints = tmp_path / "build" / "model", tmp_path / "build" / "checkpoints"
+    first = load_file(model_dir / "model.safetensors")
+    first_state = json.loads((checkpoints / "checkpoint-2" / "trainer_state.json").read_text())
+    caplog.set_level(logging.WARNING, logger="training.checkpoints")
+    assert run_training(write_config(training={**section, "seed": 7})) == 0
+    record = json.loads((model_dir / "training_record.json").read_text())
+    assert record["resumed_from"] is None and record["seed"] == 7 and record["steps"] == 2
+    assert f"{checkpoints} holds checkpoints of other training inputs or settings" in caplog.text
+    state = json.loads((checkpoints / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["log_history"] != first_state["log_history"]  # written by the new run
+    again = load_file(model_dir / "model.safetensors")
+    assert any(not torch.equal(first[name], again[name]) for name in first)
 
 
 def test_a_matryoshka_run_records_its_widths(tiny_model_dirs, write_config, tmp_path):
@@ -242,22 +275,23 @@ def test_launcher_with_another_process_count_is_refused(
 def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
     tiny_model_dirs, write_config, tmp_path
 ):
-    """A kill while the trainer writes checkpoint-4 leaves it without its state file or with
-    a cut weights file: the run resumes from checkpoint-2. A torn release record means an
+    """A kill while the trainer writes checkpoint-6 leaves it without its state file or with
+    a cut weights file: the run resumes from checkpoint-4. A torn release record means an
     unfinished release: the next run trains again instead of trusting it."""
     dataset = write_learnable_dataset(tmp_path / "dataset")
-    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, epochs=1.0)
-    first = write_config("first.toml", training={**section, "max_steps": 4})
-    assert run_training(first) == 0
-    checkpoints = tmp_path / "build" / "checkpoints"
-    newest = checkpoints / "checkpoint-4" / "adapter_model.safetensors"
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    second = write_config("second.toml", training={**section, "max_steps": 6})
+    section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, max_steps=6)
+    second = write_config(training=section)
     assert run_training(second) == 0
-    model_dir = tmp_path / "build" / "model"
+    checkpoints, model_dir = tmp_path / "build" / "checkpoints", tmp_path / "build" / "model"
+    newest = checkpoints / "checkpoint-6" / "adapter_model.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    shutil.rmtree(model_dir)
+    assert run_training(second) == 0
     record = json.loads((model_dir / "training_record.json").read_text())
-    assert record["resumed_from"] == "checkpoint-2" and record["steps"] == 6
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+    assert record["resumed_from"] == "checkpoint-4" and record["steps"] == 6
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == [
+        "checkpoint-4", "checkpoint-6",
+    ]  # fmt: skip
     # A torn record: not up to date, so the same config trains again (from checkpoint-6).
     text = (model_dir / "training_record.json").read_text()
     (model_dir / "training_record.json").write_text(text[: len(text) // 2])

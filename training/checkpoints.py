@@ -4,7 +4,9 @@ The trainer writes a checkpoint folder file by file and ``trainer_state.json`` l
 kill can leave a newer folder half written (and its clean-up of an older one half done). A
 checkpoint is complete when its state file parses and names its own step and its adapter
 weights read back; the newest complete one is resumed from and the broken ones are removed
-first, so the trainer's own rotation never counts them.
+first, so the trainer's own rotation never counts them. Checkpoints resume only the run
+that wrote them: the folder carries that run's provenance, and checkpoints of other inputs
+or settings are removed rather than resumed (or exported) under the new card.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from kit.files import read_json_object
+from kit.provenance import is_current, write_provenance
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
@@ -40,6 +44,21 @@ def is_complete(folder: Path) -> bool:
     except Exception:  # noqa: BLE001 - any read error means a file cut short
         return False
     return True
+
+
+def keep_only_this_runs_checkpoints(folder: Path, provenance: dict[str, Any]) -> None:
+    """Remove checkpoints written from other inputs or settings (a changed ``[training]``
+    section, dataset or evaluation set), then mark the folder as this run's."""
+    stale = sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir()) if folder.is_dir() else []
+    if stale and not is_current(folder, provenance):
+        log.warning(
+            "%s holds checkpoints of other training inputs or settings: removed, training "
+            "starts from step 0", folder,
+        )  # fmt: skip
+        for checkpoint in stale:
+            shutil.rmtree(checkpoint)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_provenance(folder, provenance)
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:

@@ -26,7 +26,11 @@ from kit.instructions import release_prompts
 from kit.paths import layout
 from kit.provenance import build_provenance, is_current, public_name
 from training import distributed
-from training.checkpoints import is_final, last_complete_checkpoint
+from training.checkpoints import (
+    is_final,
+    keep_only_this_runs_checkpoints,
+    last_complete_checkpoint,
+)
 from training.data import (
     NO_SYNTHETIC,
     TrainingData,
@@ -119,15 +123,16 @@ def main(config: Config, args: argparse.Namespace) -> None:
     check_base_tokenizer(base_path)
     dims = trained_dims(cfg.matryoshka_dims, base_embedding_dimension(base_path))
 
-    if cfg.num_processes > 1 and not distributed.is_launched():
-        if cfg.launcher == "none":
-            raise StageError(
-                "training.num_processes > 1 needs launcher = 'torchrun' or 'accelerate'"
-            )
+    relaunching = cfg.num_processes > 1 and not distributed.is_launched()
+    if relaunching and cfg.launcher == "none":
+        raise StageError("training.num_processes > 1 needs launcher = 'torchrun' or 'accelerate'")
+    distributed.check_world_size(cfg.num_processes)
+    if distributed.is_main_process():
+        keep_only_this_runs_checkpoints(Path(paths["checkpoint_dir"]), provenance)
+    if relaunching:
         log.info("relaunching under %s on %d processes", cfg.launcher, cfg.num_processes)
         distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
         return
-    distributed.check_world_size(cfg.num_processes)
     train(
         config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance, dims
     )
