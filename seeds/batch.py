@@ -92,10 +92,12 @@ class BatchRunner:
                 content = await self.client.files.content(file_id)
                 for line in content.content.decode("utf-8").splitlines():
                     if line.strip():
-                        answer = self._answer(items, json.loads(line), row["response_format"])
-                        answered.add(answer[0].item_id)
-                        if answer[1] is not None:
-                            generations.append((answer[0], answer[1]))
+                        item, completion = self._answer(
+                            items, json.loads(line), row["response_format"]
+                        )
+                        answered.add(item.item_id)
+                        if completion is not None:
+                            generations.append((item, completion))
         self.run.handle_generations(generations)
         for item_id, item in items.items():
             if item_id not in answered:

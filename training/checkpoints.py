@@ -49,7 +49,7 @@ def is_complete(folder: Path) -> bool:
 def keep_only_this_runs_checkpoints(folder: Path, provenance: dict[str, Any]) -> None:
     """Remove checkpoints written from other inputs or settings (a changed ``[training]``
     section, dataset or evaluation set), then mark the folder as this run's."""
-    stale = sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir()) if folder.is_dir() else []
+    stale = [p for p in folder.glob(f"{PREFIX}*") if p.is_dir()]  # none if no folder yet
     if stale and not is_current(folder, provenance):
         log.warning(
             "%s holds checkpoints of other training inputs or settings: removed, training "
