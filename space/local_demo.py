@@ -18,7 +18,7 @@ def demo_environment(model_dir: Path, dataset_dir: Path) -> dict[str, str]:
     """This process's environment with the app pointed at the local folders, on loopback
     unless the caller chose another address."""
     if not (model_dir / "modules.json").is_file():
-        raise StageError(f"no trained model in {model_dir}: run `make evaluate` first")
+        raise StageError(f"no trained model in {model_dir}: run `make train` first")
     env = dict(os.environ)
     env["MODEL_ID"] = str(model_dir.resolve())
     env["DATASET_ID"] = str(dataset_dir.resolve()) if (dataset_dir / "data").is_dir() else ""

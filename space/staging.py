@@ -9,12 +9,10 @@ renamed, and ``app.py`` comes last: ``make`` watches it, so an interrupted stagi
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import platform
-import sys
 from dataclasses import fields
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -23,8 +21,7 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from kit.cli import StageError
 from kit.config import Config
-from kit.files import atomic_write_bytes, digest_files
-from kit.provenance import PROVENANCE_FILE, build_provenance
+from kit.files import atomic_write_bytes
 
 DEMO_DIR = Path(__file__).with_name("demo")
 APP_FILE = "app.py"
@@ -52,19 +49,10 @@ def demo_files() -> list[Path]:
     return sorted(files, key=lambda path: (path.name == APP_FILE, path.name))
 
 
-@cache
 def demo_settings() -> ModuleType:
-    """The app's own settings module (standard library only), read to stage its values.
-
-    It is imported under a private name: in the Space it is the top-level ``settings``.
-    """
-    name = "_space_demo_settings"
-    spec = importlib.util.spec_from_file_location(name, DEMO_DIR / "settings.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
+    """The app's own settings module (standard library only), read to stage its values; in
+    the Space it is the top-level ``settings``."""
+    return importlib.import_module("space.demo.settings")
 
 
 def installed_version(package: str) -> str:
@@ -174,18 +162,10 @@ def stage_space(config: Config, space_dir: Path) -> list[Path]:
     space_dir.mkdir(parents=True, exist_ok=True)
     settings = settings_for(config)
     sources = demo_files()
-    provenance = build_provenance(
-        "space",
-        config,
-        ("space",),
-        {"app_files": digest_files(DEMO_DIR, sources)},
-        {"model_id": settings["model_id"], "dataset_id": settings["dataset_id"]},
-    )
     generated = {
         "README.md": str(space_card(config)),
         "requirements.txt": requirements_text(),
         "settings.json": json.dumps(settings, indent=2, ensure_ascii=False) + "\n",
-        PROVENANCE_FILE: json.dumps(provenance, indent=2, sort_keys=True) + "\n",
     }
     for stale in space_dir.glob("*.py"):
         if stale.name not in {source.name for source in sources}:

@@ -11,7 +11,7 @@ import pytest
 
 from kit.cli import run_stage
 from kit.schema import RAW_SCHEMA_VERSION
-from seeds.main import add_arguments, main
+from seeds.__main__ import add_arguments
 from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
     API_KEY,
@@ -50,7 +50,9 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThrea
 
 
 def seeds(config: Path) -> int:
-    return run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+    return run_stage(
+        "seeds", "seeds.main:main", ["--config", str(config), "--no-progress"], add_arguments
+    )
 
 
 def no_secret_in(run: Path) -> None:
@@ -75,7 +77,7 @@ def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
     assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
     provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["stage"] == "seeds"
-    assert set(provenance["config_sections"]) == {"generator", "generation", "quality"}
+    assert set(provenance["sections"]) == {"generator", "generation", "quality"}
     assert provenance["facts"]["accepted"] == len(rows) == sum(SMALL_TARGETS.values())
     assert provenance["facts"]["schema_version"] == RAW_SCHEMA_VERSION
     assert Counter(r["task_type"] for r in rows) == Counter(SMALL_TARGETS)

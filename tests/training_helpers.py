@@ -30,6 +30,9 @@ def training_section(base: Path, dataset: Path, **overrides: Any) -> dict[str, A
 
 def run_training(config_path: Path, *extra: str) -> int:
     from kit.cli import run_stage
-    from training.run import add_arguments, main
+    from training.__main__ import add_arguments
 
-    return run_stage("training", main, ["--config", str(config_path), *extra], add_arguments)
+    return run_stage(
+        "training", "training.run:main", ["--config", str(config_path), *extra], add_arguments,
+        runs_anyway=lambda args: args.fresh,
+    )  # fmt: skip
