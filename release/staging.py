@@ -25,7 +25,7 @@ from kit.config import REPO_KINDS, Config
 from kit.files import TEMP_PREFIX
 
 ALLOW_PATTERNS: dict[str, tuple[str, ...]] = {
-    "dataset": ("README.md", "data/*.parquet", "*.png", "provenance.json"),
+    "dataset": ("README.md", "data/*.parquet", "*.png", PROVENANCE_FILE),
     "model": (
         "README.md",
         "*.json",  # config, tokenizer, modules, pooling, record, provenance, results/**
