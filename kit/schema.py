@@ -113,7 +113,8 @@ TASK_TABLE: dict[str, TaskType] = {
                 Repeat(
                     "positive_document", ("hard_negative_document",), "positive_equals_negative"
                 ),
-                Repeat("user_query", ("positive_document",), "query_in_positive", True, 4),
+                Repeat("user_query", ("positive_document",), "query_in_positive",
+                       gated=True, inside=4),
             ),
         ),
         TaskType(
@@ -125,7 +126,8 @@ TASK_TABLE: dict[str, TaskType] = {
             ),
             (
                 Repeat("label", ("misleading_label",), "label_equals_misleading_label"),
-                Repeat("input_text", ("label", "misleading_label"), "label_equals_input", True),
+                Repeat("input_text", ("label", "misleading_label"), "label_equals_input",
+                       gated=True),
             ),
         ),
         TaskType("short_short", "short_short", False, _MATCHING, _MATCHING_DIFFER),

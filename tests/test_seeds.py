@@ -73,6 +73,9 @@ def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
     no_secret_in(run)
     assert summary["complete"] and summary["stopped_reason"] == "targets_reached"
     assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
+    # which gates ran, for the dataset card (the language gate is off in these configs)
+    assert summary["gates"] == {"content_rules": True, "language_check": False,
+                                "near_duplicates": True, "judge": False}  # fmt: skip
     provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["stage"] == "seeds"
     assert set(provenance["config_sections"]) == {"generator", "generation", "quality"}
