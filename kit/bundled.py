@@ -16,8 +16,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from filelock import FileLock
-
 log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
@@ -79,6 +77,8 @@ def materialize_once(target: Path, build: Callable[[Path], None]) -> Path:
     Concurrent callers serialize on a lock file and the loser reuses the winner's folder; a
     build that dies leaves only a temporary folder behind, never a half-made ``target``.
     """
+    from filelock import FileLock  # not at import: make loads kit.config before .venv exists
+
     if (target / _COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,22 @@ def _edited(repo: Path, old: str, new: str) -> Iterator[None]:
         _finish_everything(repo)
 
 
+def test_makes_helpers_need_the_standard_library_only(tmp_path: Path) -> None:
+    """make asks kit.paths and kit.stamps for the stamp folder before .venv exists (``-S``:
+    no site-packages); a third-party import on their way leaves make with no stamps."""
+    repo = copy_repository(tmp_path / "repo")
+    bare = [sys.executable, "-S", "-m"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*bare, *args], cwd=repo, capture_output=True, text=True)
+
+    layout = run("kit.paths", "configs/default.toml", "stamp_dir")
+    assert (layout.returncode, layout.stdout.strip(), layout.stderr) == (0, "build/.stamps", "")
+    stamps = run("kit.stamps", "configs/default.toml", "build/.stamps")
+    assert (stamps.returncode, stamps.stderr) == (0, "")
+    assert (repo / "build" / ".stamps" / "training.sha256").is_file()
+
+
 def test_a_fresh_clone_runs_every_stage_in_order(tmp_path: Path) -> None:
     repo = copy_repository(tmp_path / "repo")
     (repo / ".venv").mkdir()
