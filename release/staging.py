@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
 from tqdm import tqdm
 
@@ -189,7 +190,7 @@ def describe(plans: list[RepoPlan], endpoint: str, private: bool) -> str:
     lines = []
     for plan in plans:
         lines.append(
-            f"{plan.kind:<8} {endpoint}/{_url_prefix(plan.kind)}{plan.repo_id} ({visibility}) "
+            f"{plan.kind:<8} {repo_url(endpoint, plan.kind, plan.repo_id)} ({visibility}) "
             f"from {plan.folder}: {len(plan.files)} files, {human_size(plan.total_bytes)}"
         )
         width = max(len(f.path_in_repo) for f in plan.files)
@@ -202,5 +203,6 @@ def describe(plans: list[RepoPlan], endpoint: str, private: bool) -> str:
     return "\n".join(lines)
 
 
-def _url_prefix(kind: str) -> str:
-    return {"model": "", "dataset": "datasets/", "space": "spaces/"}[kind]
+def repo_url(endpoint: str, kind: str, repo_id: str) -> str:
+    """The repo's page on the Hub, with the Hub's own prefix for its kind (``datasets/``...)."""
+    return f"{endpoint}/{constants.REPO_TYPES_URL_PREFIXES.get(kind, '')}{repo_id}"

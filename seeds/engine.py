@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from kit.artifacts import GeneratorInfo, RunSummary
 from kit.config import Config
-from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
+from kit.schema import TASK_TYPES, gates_on, raw_record
 from seeds.client import Completion
 from seeds.gates import Candidate, QualityGates, Verdict
 from seeds.judge import judge_item, load_judge_prompt, positive_wins, swapped
@@ -241,8 +241,6 @@ class SeedRun:
                 extract_json_object(completion.text),
                 self.gen.min_chars,
                 self.gen.max_chars,
-                item.language,
-                item.target_language,
             )
         except Rejection as rejection:
             self._ledger(item, completion, "rejected", rejection.reason)
@@ -336,25 +334,26 @@ class SeedRun:
         example: dict[str, str],
         quality: dict[str, Any],
     ) -> dict[str, Any]:
-        return {
-            "schema_version": RAW_SCHEMA_VERSION,
-            "id": item.item_id,
-            "task_type": item.task_type,
-            "task_definition": item.task_definition,
-            "language": item.language,
-            "target_language": item.target_language,
-            "placeholders": item.placeholders,
-            "template_id": template.template_id,
-            "template_sha256": template.sha256,
-            "generator_model": self.config.generator.model,
-            "generator_backend": self.backend,
-            "usage": {
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-            },
-            "example": example,
-            "quality": quality,
-        }
+        return raw_record(
+            {
+                "id": item.item_id,
+                "task_type": item.task_type,
+                "task_definition": item.task_definition,
+                "language": item.language,
+                "target_language": item.target_language,
+                "placeholders": item.placeholders,
+                "template_id": template.template_id,
+                "template_sha256": template.sha256,
+                "generator_model": self.config.generator.model,
+                "generator_backend": self.backend,
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                },
+                "example": example,
+                "quality": quality,
+            }
+        )
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         g = self.config.generator
@@ -426,6 +425,7 @@ class SeedRun:
                 ),
             ),
             templates={t.template_id: t.sha256 for t in self.templates.values()},
+            gates=gates_on(self.config.quality),
             targets=self.targets,
             accepted={t: totals.accepted[t] for t in TASK_TYPES},
             rejected=dict(sorted(totals.rejected.items())),

@@ -17,13 +17,7 @@ from huggingface_hub import DatasetCard
 from dataset_builder.export import build
 from kit.cli import run_stage
 from kit.config import load_config
-from kit.schema import (
-    CONFIG_NAMES,
-    NATIVE_FIELDS,
-    RAW_SCHEMA_VERSION,
-    UNIFIED_MAPPING,
-    features_for,
-)
+from kit.schema import CONFIG_NAMES, RAW_SCHEMA_VERSION, TASK_TABLE, features_for
 from tests.dataset_raw import make_record, synthesize, write_run
 from tests.toml_writer import dump_toml
 
@@ -57,7 +51,8 @@ def raw_records(run_dir: Path) -> list[dict]:
 
 
 def unified(record: dict) -> dict:
-    query, positive, negative = UNIFIED_MAPPING[record["task_type"]]
+    task = TASK_TABLE[record["task_type"]]
+    query, positive, negative = (task.field_for(role) for role in ("query", "positive", "negative"))
     example = record["example"]
     return {
         "id": record["id"],
@@ -111,7 +106,7 @@ def test_default_config_rows_equal_the_accepted_raw_records(built: dict) -> None
 def test_type_configs_hold_the_native_fields(built: dict) -> None:
     records = raw_records(built["run_dir"])
     for name, (task_type, native) in zip(
-        CONFIG_NAMES, [(t, NATIVE_FIELDS[t]) for t in NATIVE_FIELDS], strict=False
+        CONFIG_NAMES, [(t.name, t.field_names) for t in TASK_TABLE.values()], strict=False
     ):
         loaded = datasets.load_dataset(str(built["out"]), name)
         rows = {r["id"]: r for split in loaded.values() for r in split}
@@ -156,6 +151,7 @@ def test_card_parses_and_says_what_users_need(built: dict) -> None:
     assert "SmolLM2-135M-Instruct" in text and "small generator bundled with the kit" in text
     assert "arXiv:2401.00368" in text and "0 dropped" not in text
     assert f"rows published: {ROWS}; dropped: 0" in text
+    assert f"There are {ROWS} rows of 6\ntask type(s) in" in text
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (built["out"] / image).read_bytes().startswith(b"\x89PNG")
     assert len(re.findall(r"!\[", text)) == 3
@@ -338,7 +334,44 @@ def test_a_task_type_without_rows_is_left_out_and_said_so(tmp_path: Path) -> Non
     assert datasets.load_dataset(str(out), split="train").num_rows == 8
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "No rows in this run, so not loadable: `retrieval`, `classification`" in card
+    assert "There are 10 rows of 1\ntask type(s) in 5 verified language(s)." in card
     assert "small generator bundled" not in card
+
+
+@pytest.mark.parametrize("near_duplicates", [True, False, None], ids=["on", "off", "unrecorded"])
+def test_the_card_names_every_gate_with_its_count_and_what_was_deduplicated(
+    tmp_path: Path, near_duplicates: bool | None
+) -> None:
+    """Each gate of the generation run has a row, those that rejected nothing included; the
+    card says near-duplicates remain only when the run's MinHash gate was off."""
+    config = load_config(write_config(tmp_path))
+    run_dir = tmp_path / "runs" / "run"
+    switches = {"content_rules": True, "language_check": False, "judge": False}
+    if near_duplicates is not None:
+        switches["near_duplicates"] = near_duplicates
+    summary = write_run(run_dir, synthesize(20, seed=2), gates=switches)
+    summary["rejected"] = {"invalid_json": 4, "too_short:S1": 2, "query_in_positive": 1,
+                           "near_duplicate": 3, "duplicate": 5}  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(summary), encoding="utf-8")
+    card = (build(config, run_dir, tmp_path / "out").output_dir / "README.md").read_text("utf-8")
+    recorded = {None: "not recorded", True: "yes", False: "no"}[near_duplicates]
+    rows = [
+        "| content rules | `content_rules` | yes | 3 | `query_in_positive`: 1, `too_short:S1`: 2 |",
+        "| language ID | `language_check` | no | 0 | – |",
+        f"| near-duplicates (MinHash) | `near_duplicates` | {recorded} | 3 | `near_duplicate`: 3 |",
+        "| LLM judge | `judge` | no | 0 | – |",
+    ]
+    assert "\n".join(rows) + "\n" in card
+    sentences = {
+        True: "- Duplicates were removed at generation by exact match, and near-duplicates by "
+        "MinHash (the `near_duplicates` gate); paraphrases that share few words remain.",
+        False: "- Duplicates were removed by exact match only; near-duplicates remain.",
+        None: "- Duplicates were removed by exact match; the generation run does not record "
+        "whether its near-duplicate gate was on.",
+    }
+    assert [sentence in card for sentence in sentences.values()] == [
+        key == near_duplicates for key in sentences
+    ]
 
 
 def test_a_truncated_shard_is_detected_and_rebuilt(built: dict, tmp_path: Path) -> None:
