@@ -248,6 +248,7 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         languages=record.languages if record else [],
         not_evaluated_reason=reason,
         data_caveat=data_caveat(record),
+        safetensors_bytes=sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
     )
     atomic_write_text(card_dir / "README.md", str(card))
     # A card written without evaluating is not the card of this config: the next run redoes it.

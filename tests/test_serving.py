@@ -178,3 +178,48 @@ def test_a_gemma3_llama_cpp_would_scale_differently_is_refused(tmp_path) -> None
                        r"query_pre_attn_scalar \(256\) differs from head_dim \(16\)"):  # fmt: skip
         convert(folder, "f16", target, converter_dir())
     assert not target.exists() and not list(target.parent.glob("*"))
+
+
+def test_the_cards_llama_cpp_snippet_runs_against_the_served_gguf(served_folder) -> None:
+    """The card's "Serve it" commands and client, run as written: the server is llama.cpp's
+    own (xllamacpp) started as the card's `llama-server -m FILE --embeddings` starts it."""
+    import re
+    import shlex
+
+    from kit.artifacts import TrainingRecord
+    from kit.llama_embed import embedding_server
+    from model_card.card import build_card
+
+    folder, model = served_folder["folder"], served_folder["model"]
+    files = [p.relative_to(folder).as_posix() for p in served_folder["files"]]
+    record = TrainingRecord(base_model="bundled:gemma-3-270m", dataset="d", dataset_revision="r",
+                            steps=1, max_length=64, precision="fp32", seed=0,
+                            gguf_files=files)  # fmt: skip
+    card = str(build_card(repo_id="acme/tiny-embedder", model=model, training_record=record,
+                          results=None, staged={}, license_id="apache-2.0", dataset_id=None,
+                          languages=[], not_evaluated_reason="Not run in this test."))  # fmt: skip
+    bash = "\n".join(re.findall(r"```bash\n(.*?)```", card, flags=re.DOTALL))
+    (server_line,) = [line for line in bash.splitlines() if line.startswith("llama-server")]
+    argv = shlex.split(server_line)
+    assert argv[argv.index("-m") + 1] == "gguf/tiny-q8_0.gguf" and "--embeddings" in argv
+    assert not any(arg.startswith("--pooling") for arg in argv)
+    assert "vllm serve acme/tiny-embedder --task embed" in bash
+    assert "--model-id acme/tiny-embedder" in bash
+    (client,) = [b for b in re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
+                 if "client.embeddings.create" in b]  # fmt: skip
+    port = argv[argv.index("--port") + 1]
+    with embedding_server(folder / argv[argv.index("-m") + 1], 512, threads=1) as url:
+        code = client.replace(f"http://127.0.0.1:{port}/v1", f"{url}/v1")
+        namespace: dict[str, Any] = {}
+        exec(compile(code, "<card snippet>", "exec"), namespace)  # noqa: S102 - our own card
+    # The snippet sends inputs whole, as the card says (its prompt alone is over this tiny
+    # model's 64 tokens): compare with sentence-transformers reading them whole too.
+    from sentence_transformers import SentenceTransformer
+
+    whole = SentenceTransformer(str(folder), device="cpu")
+    whole.max_seq_length = 512
+    expected = np.vstack([whole.encode_query(namespace["queries"], normalize_embeddings=True),
+                          whole.encode_document(namespace["documents"],
+                                                normalize_embeddings=True)])  # fmt: skip
+    found = np.asarray(namespace["query_embeddings"] + namespace["document_embeddings"])
+    assert ((found * expected).sum(axis=1)).min() >= 0.99
