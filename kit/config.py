@@ -182,9 +182,6 @@ class DatasetSection:
     # Drop rows that share an n-gram of this many words with a held-out set (``Config.held_out``).
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
-    # GGUF files of the release for llama.cpp (and Ollama, LM Studio), one per type listed,
-    # written by llama.cpp's own converter; empty: none.
-    gguf: list[str] = field(default_factory=lambda: list(GGUF_DEFAULT_TYPES))
     hard_negatives: HardNegativesSection = field(default_factory=HardNegativesSection)
 
 
@@ -245,6 +242,9 @@ class TrainingSection:
     # The public sets above are checked against the held-out sets like the synthetic rows.
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
+    # GGUF files of the release for llama.cpp (and Ollama, LM Studio), one per type listed,
+    # written by llama.cpp's own converter; empty: none.
+    gguf: list[str] = field(default_factory=lambda: list(GGUF_DEFAULT_TYPES))
 
 
 @dataclass(frozen=True)

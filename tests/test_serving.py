@@ -223,3 +223,12 @@ def test_the_cards_llama_cpp_snippet_runs_against_the_served_gguf(served_folder)
                                                 normalize_embeddings=True)])  # fmt: skip
     found = np.asarray(namespace["query_embeddings"] + namespace["document_embeddings"])
     assert ((found * expected).sum(axis=1)).min() >= 0.99
+
+
+def test_an_unknown_gguf_type_is_refused_before_any_work(write_config) -> None:
+    from kit.config import ConfigError, load_config
+
+    path = write_config(training={"gguf": ["f16", "q4_k"]})
+    with pytest.raises(ConfigError, match=r"training\.gguf\[1\]: 'q4_k' is not a GGUF type "
+                       r"llama\.cpp's converter writes \(f32, f16, bf16, q8_0\)$"):  # fmt: skip
+        load_config(path)
