@@ -28,6 +28,7 @@ BENCHES = (
     "training",
     "model_card",
     "space",
+    "serving",
     "release",
 )
 # Run only when named (``make bench-quality``): it trains three models, about 45 minutes.

@@ -282,6 +282,9 @@ class SpaceSection:
     max_chars_per_document: int = _ranged(4000, 1, 1_000_000)
     max_total_chars: int = _ranged(2_000_000, 1, None)
     default_top_k: int = _ranged(5, 1, 50)
+    # How the Space embeds: auto (the model's GGUF on llama.cpp when one passed the model
+    # card's check, else sentence-transformers), gguf, or sentence-transformers.
+    backend: str = _choice("auto", "gguf", "sentence-transformers", default="auto")
 
 
 @dataclass(frozen=True)
