@@ -16,6 +16,7 @@ converted with the release's converter.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -85,7 +86,7 @@ def throughput(folder: Path, files: dict[str, Path]) -> dict[str, dict[str, floa
         "documents": _rate(lambda t: model.encode(t, batch_size=4), documents, 4),
     }}  # fmt: skip
     for kind, path in files.items():
-        with embedding_server(path, MAX_TOKENS, THREADS) as url:
+        with embedding_server(path, MAX_TOKENS, THREADS, parallel=16) as url:
             rates[f"GGUF {kind}"] = {
                 "queries": _rate(lambda t, u=url: embed(u, t, MAX_TOKENS), queries, 16),
                 "documents": _rate(lambda t, u=url: embed(u, t, MAX_TOKENS), documents, 4),
@@ -138,7 +139,9 @@ def section(described, rates, scores, checks, convert_s) -> str:
         "",
         f"Model: {described}. {THREADS} CPU threads each; queries carry the query prompt; "
         f"documents are {MAX_TOKENS} tokens. GGUF files written by the release's converter "
-        f"in {convert_s:.0f} s (both).",
+        f"in {convert_s:.0f} s (both). Load average of the shared machine at the end: "
+        f"{os.getloadavg()[0]:.1f} (llama.cpp's threads spin while they wait for each other, "
+        "so other work on the cores slows it more than torch).",
         "",
         "| engine | queries/s | × torch | 512-token documents/s | × torch |",
         "|---|---:|---:|---:|---:|",

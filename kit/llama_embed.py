@@ -27,9 +27,9 @@ class LlamaServerError(StageError):
     """The llama.cpp server could not load the file or refused a request."""
 
 
-def server_params(gguf: Path, max_tokens: int, threads: int, parallel: int = 1) -> Any:
-    """Embedding mode; each slot holds one input of up to ``max_tokens`` tokens, processed in
-    one batch (llama.cpp embeds an input only whole)."""
+def server_params(gguf: Path, max_tokens: int, threads: int, parallel: int = 8) -> Any:
+    """Embedding mode; ``parallel`` slots of ``max_tokens`` tokens each, all in one batch, so
+    the inputs of one request are embedded together (llama.cpp embeds an input only whole)."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -48,7 +48,7 @@ def server_params(gguf: Path, max_tokens: int, threads: int, parallel: int = 1) 
 
 @contextmanager
 def embedding_server(
-    gguf: Path, max_tokens: int, threads: int, parallel: int = 1
+    gguf: Path, max_tokens: int, threads: int, parallel: int = 8
 ) -> Iterator[str]:
     """Yield the base URL of a llama.cpp server embedding with ``gguf``."""
     import xllamacpp
@@ -75,9 +75,21 @@ def _post(url: str, payload: dict[str, Any]) -> Any:
         raise LlamaServerError(f"llama.cpp server answered {exc.code}: {detail}") from None
 
 
-def token_ids(base_url: str, text: str, max_tokens: int) -> list[int]:
-    """The text's ids as the server tokenizes it (BOS and EOS as the file says), cut to
-    ``max_tokens`` with the appended EOS kept last, as sentence-transformers truncates."""
+# BOS and EOS: the most tokens a text gets besides its own.
+SPECIAL_TOKENS = 2
+
+
+def fits(text: str, max_tokens: int) -> bool:
+    """Whether the text surely fits: no tokenizer makes more tokens than the text has bytes."""
+    return len(text.encode("utf-8")) + SPECIAL_TOKENS <= max_tokens
+
+
+def server_input(base_url: str, text: str, max_tokens: int) -> str | list[int]:
+    """The text itself when it fits, else its ids as the server tokenizes it (BOS and EOS as
+    the file says), cut to ``max_tokens`` with the appended EOS kept last, as
+    sentence-transformers truncates."""
+    if fits(text, max_tokens):
+        return text
     ids = _post(f"{base_url}/tokenize", {"content": text, "add_special": True})["tokens"]
     return ids if len(ids) <= max_tokens else ids[: max_tokens - 1] + ids[-1:]
 
@@ -88,7 +100,7 @@ def embed(
     """Embeddings of ``texts`` from ``/v1/embeddings``, in order (normalized by the server)."""
     found: list[list[float]] = []
     for start in range(0, len(texts), batch_size):
-        batch = [token_ids(base_url, text, max_tokens) for text in
+        batch = [server_input(base_url, text, max_tokens) for text in
                  texts[start : start + batch_size]]  # fmt: skip
         answer = _post(f"{base_url}/v1/embeddings", {"input": batch, "encoding_format": "float"})
         rows = sorted(answer["data"], key=lambda row: row["index"])

@@ -60,3 +60,42 @@ def build_spm_gemma3(out_dir: Path, seed: int = 0, match_attention_scale: bool =
     AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+VERIFY_TEXTS = (
+    "the river flows through the city", "a mountain above the valley", "music and history",
+    "der Fluss und die Stadt", "la montagne et la ville", "weather over the ocean",
+)  # fmt: skip
+
+
+def build_verified_gguf_repo(root: Path) -> Path:
+    """A tiny model repo as the release assembles it: safetensors with the serving keys, a
+    Q8_0 GGUF, and ``gguf/verification.json`` with the file's check, measured here on a few
+    texts through llama.cpp's server (the model card stage measures it on its tasks)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from kit.artifacts import GgufCheck
+    from kit.llama_embed import embed, embedding_server
+    from model_card.gguf_check import write_verification
+    from tests.tiny_models import build_tiny_sentence_transformer
+    from training.gguf import export_gguf
+    from training.serving import write_serving_keys
+
+    folder = build_tiny_sentence_transformer(build_spm_gemma3(root / "decoder"), root / "model")
+    model = SentenceTransformer(str(folder), device="cpu")
+    write_serving_keys(folder, model)
+    (path,) = export_gguf(folder, ["q8_0"], "tiny")
+    texts = list(VERIFY_TEXTS)
+    with embedding_server(path, 64, threads=1) as url:
+        served = np.asarray(embed(url, texts, 64))
+    cosines = (served * model.encode(texts, normalize_embeddings=True)).sum(axis=1)
+    passed = bool(cosines.min() >= 0.99)
+    write_verification(folder, [GgufCheck(
+        file=path.relative_to(folder).as_posix(), type="q8_0", bytes=path.stat().st_size,
+        sha256="", min_cosine=float(cosines.min()), mean_cosine=float(cosines.mean()),
+        texts_compared=len(texts), scores={}, score_drops={}, speedup_vs_torch=None, threads=1,
+        passed=passed, rule="minimum cosine at least 0.99 on a few texts")])  # fmt: skip
+    if not passed:
+        raise RuntimeError(f"the tiny Q8_0 GGUF embeds differently (cosine {cosines.min():.4f})")
+    return folder

@@ -11,45 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.serving_models import build_spm_gemma3
+from tests.serving_models import VERIFY_TEXTS, build_verified_gguf_repo
 from tests.space_helpers import loopback_client, serve_staged_app, stage_test_space
-from tests.tiny_models import build_tiny_sentence_transformer
 
-CORPUS = "\n".join(
-    ("the river flows through the city", "a mountain above the valley", "music and history",
-     "der Fluss und die Stadt", "la montagne et la ville", "weather over the ocean")
-)  # fmt: skip
+CORPUS = "\n".join(VERIFY_TEXTS)
 
 
 @pytest.fixture(scope="module")
 def gguf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model repo as the release assembles it: safetensors, serving keys, a Q8_0 GGUF
-    and the model card stage's verdict on it (here measured on a few texts)."""
-    from sentence_transformers import SentenceTransformer
-
-    from kit.artifacts import GgufCheck
-    from kit.llama_embed import embed, embedding_server
-    from model_card.gguf_check import write_verification
-    from training.gguf import export_gguf
-    from training.serving import write_serving_keys
-
-    root = tmp_path_factory.mktemp("gguf-space")
-    folder = build_tiny_sentence_transformer(build_spm_gemma3(root / "decoder"), root / "model")
-    model = SentenceTransformer(str(folder), device="cpu")
-    write_serving_keys(folder, model)
-    (path,) = export_gguf(folder, ["q8_0"], "tiny")
-    texts = CORPUS.splitlines()
-    with embedding_server(path, 64, threads=1) as url:
-        served = np.asarray(embed(url, texts, 64))
-    cosines = (served * model.encode(texts, normalize_embeddings=True)).sum(axis=1)
-    check = GgufCheck(file="gguf/tiny-q8_0.gguf", type="q8_0", bytes=path.stat().st_size,
-                      sha256="", min_cosine=float(cosines.min()),
-                      mean_cosine=float(cosines.mean()), texts_compared=len(texts), scores={},
-                      score_drops={}, speedup_vs_torch=None, threads=1,
-                      passed=bool(cosines.min() >= 0.99), rule="test: cosine >= 0.99")  # fmt: skip
-    assert check.passed
-    write_verification(folder, [check])
-    return folder
+    return build_verified_gguf_repo(tmp_path_factory.mktemp("gguf-space"))
 
 
 def test_the_gguf_backend_ranks_as_sentence_transformers(gguf_model, tmp_path) -> None:
