@@ -21,6 +21,8 @@ from typing import Any
 from kit.errors import StageError
 
 HTTP_TIMEOUT_S = 600
+# llama.cpp refuses an input that fills its slot's context exactly: each slot gets a spare.
+SLOT_SPARE_TOKENS = 8
 
 
 class LlamaServerError(StageError):
@@ -36,9 +38,9 @@ def server_params(gguf: Path, max_tokens: int, threads: int, parallel: int = 8) 
     params.model.path = str(gguf)
     params.embedding = True
     params.n_parallel = parallel
-    params.n_ctx = max_tokens * parallel
-    params.n_batch = max_tokens * parallel
-    params.n_ubatch = max_tokens * parallel
+    params.n_ctx = (max_tokens + SLOT_SPARE_TOKENS) * parallel
+    params.n_batch = params.n_ctx
+    params.n_ubatch = params.n_ctx
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.hostnames = ["127.0.0.1"]

@@ -42,6 +42,28 @@ def test_the_gguf_backend_ranks_as_sentence_transformers(gguf_model, tmp_path) -
     assert ranked == expected
 
 
+def test_documents_longer_than_the_model_reads_are_cut_as_sentence_transformers_cuts(
+    gguf_model, tmp_path
+) -> None:
+    """A document of exactly max_seq_length tokens and one far longer: the backend embeds
+    both as sentence-transformers does (cut to 64 tokens, EOS last)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tests.space_helpers import imported_space
+
+    model = SentenceTransformer(str(gguf_model), device="cpu")
+    long_text = " ".join(VERIFY_TEXTS * 20)
+    ids = model.tokenizer(long_text, add_special_tokens=False)["input_ids"]
+    exact = model.tokenizer.decode(ids[:62])
+    assert len(model.tokenizer(exact)["input_ids"]) == 64
+    texts = [exact, long_text]
+    with imported_space(stage_test_space(tmp_path / "space")) as space:
+        backend = space.llama_backend.LlamaCppEmbedder(str(gguf_model), 2)
+        found = backend.encode_document(texts)
+    expected = model.encode_document(texts, normalize_embeddings=True)
+    assert ((found * expected).sum(axis=1)).min() >= 0.99
+
+
 def test_the_page_names_the_backend(gguf_model, tmp_path) -> None:
     import urllib.request
 

@@ -31,6 +31,8 @@ HTTP_TIMEOUT_S = 300
 SLOTS = 16
 # BOS and EOS: the most tokens a text gets besides its own.
 SPECIAL_TOKENS = 2
+# llama.cpp refuses an input that fills its slot's context exactly: each slot gets a spare.
+SLOT_SPARE_TOKENS = 8
 
 
 class GgufUnavailable(RuntimeError):
@@ -100,9 +102,9 @@ class LlamaCppEmbedder:
         params.embedding = True
         slots = max(SLOTS, searches_at_once)
         params.n_parallel = slots
-        params.n_ctx = self.max_tokens * slots
-        params.n_batch = self.max_tokens * slots
-        params.n_ubatch = self.max_tokens * slots
+        params.n_ctx = (self.max_tokens + SLOT_SPARE_TOKENS) * slots
+        params.n_batch = params.n_ctx
+        params.n_ubatch = params.n_ctx
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.hostnames = ["127.0.0.1"]
