@@ -28,6 +28,7 @@ BENCHES = (
     "training",
     "model_card",
     "space",
+    "space_backends",
     "serving",
     "release",
 )
