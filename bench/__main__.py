@@ -28,6 +28,8 @@ BENCHES = (
     "training",
     "model_card",
     "space",
+    "space_backends",
+    "serving",
     "release",
 )
 # Run only when named (``make bench-quality``): it trains three models, about 45 minutes.

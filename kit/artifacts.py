@@ -201,6 +201,8 @@ class TrainingRecord:
     loss_curve: list[Any] = field(default_factory=list)
     negatives_per_anchor_share: float | None = None
     checks: dict[str, Any] = field(default_factory=dict)
+    # The GGUF files written beside the safetensors (paths in the model repo).
+    gguf_files: list[str] = field(default_factory=list)
     finished_at: str = ""
 
     def card_rows(self) -> list[tuple[str, Any]]:
@@ -253,6 +255,26 @@ class TaskSummary:
 
 
 @dataclass(frozen=True)
+class GgufCheck:
+    """One GGUF file served by llama.cpp against the safetensors model: cosine on a sample of
+    the evaluation texts, scores per task (x100), speed on the same texts, and the verdict."""
+
+    file: str
+    type: str
+    bytes: int
+    sha256: str
+    min_cosine: float
+    mean_cosine: float
+    texts_compared: int
+    scores: dict[str, float]
+    score_drops: dict[str, float]
+    speedup_vs_torch: float | None
+    threads: int
+    passed: bool
+    rule: str
+
+
+@dataclass(frozen=True)
 class EvaluationResults:
     """``results.json``: every task's scores for the trained model and its base; the card
     and the benchmarks are written from it."""
@@ -262,6 +284,7 @@ class EvaluationResults:
     tasks: list[TaskSummary]
     skipped: list[dict[str, str]] = field(default_factory=list)
     compression: dict[str, Any] | None = None
+    gguf: list[GgufCheck] = field(default_factory=list)
     wall_time_s: float = 0.0
 
 

@@ -23,6 +23,9 @@ from kit.evalsets import EvalSetError, LocalTask, check_shape, resolve_path
 from kit.schema import TASK_TYPES
 
 REPO_KINDS = ("dataset", "model", "space")
+# The file types llama.cpp's converter writes (``--outtype``).
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_DEFAULT_TYPES = ("f16", "q8_0")
 
 
 class ConfigError(ValueError):
@@ -239,6 +242,9 @@ class TrainingSection:
     # The public sets above are checked against the held-out sets like the synthetic rows.
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
+    # GGUF files of the release for llama.cpp (and Ollama, LM Studio), one per type listed,
+    # written by llama.cpp's own converter; empty: none.
+    gguf: list[str] = field(default_factory=lambda: list(GGUF_DEFAULT_TYPES))
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,9 @@ class EvaluationSection:
     # widths: the Matryoshka widths it was trained at, else 1/2, 1/4 and 1/8 of its own.
     compression: bool = True
     compression_dims: list[int] = field(default_factory=list)
+    # Serve each GGUF file of the model with llama.cpp and compare it with the safetensors
+    # model on the tasks above (cosine, scores, speed); the card and the Space use the verdict.
+    gguf_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -273,6 +282,9 @@ class SpaceSection:
     max_chars_per_document: int = _ranged(4000, 1, 1_000_000)
     max_total_chars: int = _ranged(2_000_000, 1, None)
     default_top_k: int = _ranged(5, 1, 50)
+    # How the Space embeds: auto (the model's GGUF on llama.cpp when one passed the model
+    # card's check, else sentence-transformers), gguf, or sentence-transformers.
+    backend: str = _choice("auto", "gguf", "sentence-transformers", default="auto")
 
 
 @dataclass(frozen=True)
@@ -438,6 +450,7 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"training.batch_size={config.training.batch_size}"
         )
     _validate_dims(source, "training.matryoshka_dims", config.training.matryoshka_dims)
+    _validate_gguf_types(source, config.training.gguf)
     _validate_dims(source, "evaluation.compression_dims", config.evaluation.compression_dims)
     for key, reference in (
         ("training.base_model", config.training.base_model),
@@ -463,6 +476,17 @@ def _validate_cross_fields(source: str, config: Config) -> None:
         looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
         if looks_local and not resolve_path(extra.path).is_dir():
             raise ConfigError(f"{where}: not a folder: {extra.path}")
+
+
+def _validate_gguf_types(source: str, types: list[str]) -> None:
+    for i, name in enumerate(types):
+        if name not in GGUF_TYPES:
+            raise ConfigError(
+                f"{source}: training.gguf[{i}]: {name!r} is not a GGUF type llama.cpp's "
+                f"converter writes ({', '.join(GGUF_TYPES)})"
+            )
+        if types.index(name) != i:
+            raise ConfigError(f"{source}: training.gguf[{i}]: {name!r} is listed twice")
 
 
 def _validate_dims(source: str, key: str, dims: list[int]) -> None:

@@ -253,7 +253,12 @@ def _model_card_inputs(config: Config) -> dict[str, Any]:
 
 
 def _space_inputs(config: Config) -> dict[str, Any]:
-    return {"repo_ids": [config.hub.repo_id(kind) for kind in ("model", "dataset", "space")]}
+    """The repo ids, and the model card's GGUF verdicts (they pick the Space's backend)."""
+    verdicts = config.layout.card_dir / "gguf" / "verification.json"
+    return {
+        "repo_ids": [config.hub.repo_id(kind) for kind in ("model", "dataset", "space")],
+        "gguf_verification": sha256_file(verdicts) if verdicts.is_file() else "",
+    }
 
 
 def _release_inputs(config: Config) -> dict[str, Any]:
@@ -278,7 +283,8 @@ STAGES: dict[str, StageSpec] = {
                   "make train"),
         StageSpec("model_card", ("evaluation",), "card_dir", ("training",), _model_card_inputs,
                   "make evaluate"),
-        StageSpec("space", ("space",), "space_dir", (), _space_inputs, "make space"),
+        StageSpec("space", ("space",), "space_dir", ("model_card",), _space_inputs,
+                  "make space"),
         StageSpec("release", ("hub",), "release_dir",
                   ("dataset_builder", "training", "model_card", "space"), _release_inputs,
                   "make release"),

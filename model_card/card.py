@@ -146,6 +146,31 @@ def compression_table(results: EvaluationResults) -> dict[str, Any] | None:
     }
 
 
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:,.0f} MiB"
+
+
+def gguf_rows(results: EvaluationResults | None) -> list[dict[str, Any]]:
+    """One row per GGUF file checked against the safetensors model."""
+    rows = []
+    for check in results.gguf if results else []:
+        rows.append(
+            {
+                "file": check.file,
+                "size": _size(check.bytes),
+                "min_cosine": f"{check.min_cosine:.5f}",
+                "mean_cosine": f"{check.mean_cosine:.5f}",
+                "task_scores": [
+                    f"{check.scores[t.name]:.2f}" if t.name in check.scores else "—"
+                    for t in results.tasks
+                ],
+                "speed": f"{check.speedup_vs_torch:g}×" if check.speedup_vs_torch else "—",
+                "verdict": ("passed" if check.passed else "**failed**") + f": {check.rule}",
+            }
+        )
+    return rows
+
+
 def build_card(
     *,
     repo_id: str,
@@ -158,6 +183,7 @@ def build_card(
     languages: list[str],
     not_evaluated_reason: str,
     data_caveat: str = "",
+    safetensors_bytes: int = 0,
 ) -> Any:
     """Render the card; ``results`` is ``None`` (or has no tasks) for an unevaluated model."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -184,6 +210,7 @@ def build_card(
     training = [(label, _cell(value)) for label, value in record.card_rows()] if record else []
     hyper = sorted((k, _cell(v)) for k, v in (record.hyperparameters if record else {}).items())
     query_prompt = (model.prompts or {}).get("query", "")
+    gguf = gguf_rows(results if evaluated else None)
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -207,4 +234,11 @@ def build_card(
         skipped=results.skipped if results else [],
         not_evaluated_reason=not_evaluated_reason,
         data_caveat=data_caveat,
+        gguf_files=list(record.gguf_files) if record else [],
+        gguf=gguf,
+        gguf_tasks=[t.name for t in results.tasks] if gguf else [],
+        gguf_reference=[f"{t.results['trained'].main_score * 100:.2f}" for t in results.tasks]
+        if gguf
+        else [],
+        safetensors_size=_size(safetensors_bytes) if safetensors_bytes else "—",
     )

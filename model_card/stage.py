@@ -18,6 +18,7 @@ from pathlib import Path
 from kit.artifacts import (
     TRAINING_RECORD_FILE,
     EvaluationResults,
+    GgufCheck,
     TaskSummary,
     TrainingRecord,
     read_training_record,
@@ -32,6 +33,12 @@ from model_card.card import build_card
 from model_card.compression import Variant, report_dims, variants_for
 from model_card.encoders import Embedder, build_base, load_trained
 from model_card.evaluation import build_results, evaluate_model
+from model_card.gguf_check import (
+    VERIFICATION_FILE,
+    check_file,
+    gguf_files,
+    write_verification,
+)
 from model_card.plot import plot_results
 from model_card.results import stage_results, staged_scores
 from model_card.tasks import EvalTask, local_eval_task, registry_eval_task
@@ -118,6 +125,30 @@ def result_files(task: TaskSummary) -> list[str]:
     return [trained.scores_file, *(v.scores_file for v in compressed)]
 
 
+def check_ggufs(
+    config: Config,
+    trained: Embedder,
+    record: TrainingRecord | None,
+    tasks: list[EvalTask],
+    results: EvaluationResults,
+) -> list[GgufCheck]:
+    """Each GGUF file the training record lists, served by llama.cpp and judged against the
+    trained model's own scores (none when ``evaluation.gguf_check`` is off)."""
+    if not config.evaluation.gguf_check or record is None:
+        return []
+    scores = {t.name: round(t.results["trained"].main_score * 100, 2) for t in results.tasks}
+    files = gguf_files(config.layout.model_dir, record.gguf_files)
+    checks = [
+        check_file(path, config.layout.model_dir, trained, tasks, scores,
+                   config.evaluation.batch_size)  # fmt: skip
+        for path in files
+    ]
+    for check in checks:
+        log.info("GGUF %s: %s (minimum cosine %.5f)", check.type,
+                 "passed" if check.passed else "FAILED", check.min_cosine)  # fmt: skip
+    return checks
+
+
 def run_evaluation(
     config: Config,
     trained: Embedder,
@@ -169,7 +200,10 @@ def run_evaluation(
             ],
         }
     results = dataclasses.replace(
-        results, compression=compression, wall_time_s=round(time.monotonic() - started, 1)
+        results,
+        compression=compression,
+        gguf=check_ggufs(config, trained, record, tasks, results),
+        wall_time_s=round(time.monotonic() - started, 1),
     )
     log.info("evaluation took %.1f s wall time", results.wall_time_s)
     log.info("results written to %s", write_evaluation_results(eval_dir, results))
@@ -193,6 +227,11 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
     tasks = results.tasks if results is not None and evaluated else []
     stage.begin()
     stage_results(eval_dir, card_dir, [name for t in tasks for name in result_files(t)])
+    verification = card_dir / VERIFICATION_FILE
+    if results is not None and results.gguf:
+        write_verification(card_dir, results.gguf)
+    else:
+        verification.unlink(missing_ok=True)
     plot_path = card_dir / PLOT_FILE
     if results is not None and evaluated:
         plot_results(results, plot_path)
@@ -209,6 +248,7 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         languages=record.languages if record else [],
         not_evaluated_reason=reason,
         data_caveat=data_caveat(record),
+        safetensors_bytes=sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
     )
     atomic_write_text(card_dir / "README.md", str(card))
     # A card written without evaluating is not the card of this config: the next run redoes it.

@@ -31,6 +31,7 @@ ALLOW_PATTERNS: dict[str, tuple[str, ...]] = {
         "README.md",
         "*.json",  # config, tokenizer, modules, pooling, record, provenance, results/**
         "*.safetensors",
+        "gguf/*.gguf",  # llama.cpp files (training.gguf), verified in gguf/verification.json
         "tokenizer.model",
         "*.txt",  # merges.txt / vocab.txt of BPE and WordPiece tokenizers
         "*.jinja",  # chat templates saved next to the tokenizer

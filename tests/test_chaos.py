@@ -79,7 +79,7 @@ def _config(clone: Path, base: Path, llm_url: str, data: Path) -> None:
         "training": {"base_model": str(base), "max_length": 48, "batch_size": 8,
                      "mini_batch_size": 4, "learning_rate": 3e-3, "warmup_steps": 0,
                      "max_steps": 8, "save_steps": 2, "lora_dropout": 0.0, "precision": "fp32",
-                     "gradient_checkpointing": False, "validation_pairs": 16},
+                     "gradient_checkpointing": False, "validation_pairs": 16, "gguf": []},
         "evaluation": {"batch_size": 16, "base_model": str(base), "model_license": "apache-2.0",
                        "local_tasks": [
                            {"name": "TinyRetrieval", "type": "retrieval",

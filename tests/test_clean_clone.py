@@ -26,7 +26,7 @@ def _clone_config(clone: Path, base: Path) -> Path:
     sections = tomllib.loads((clone / "configs" / "default.toml").read_text(encoding="utf-8"))
     sections["training"] |= {
         "base_model": str(base), "max_steps": 2, "batch_size": 8, "mini_batch_size": 4,
-        "save_steps": 100,
+        "save_steps": 100, "gguf": [],
     }  # fmt: skip
     sections["evaluation"] |= {"base_model": str(base), "batch_size": 64}
     path = clone / "configs" / "clone-test.toml"

@@ -107,10 +107,12 @@ def test_an_edit_to_training_code_retrains_and_what_follows_waits(finished: Path
         plan = _plan(finished)
     finally:
         restore()
-    assert _running(plan) == ["training", "model_card", "release"]
+    assert _running(plan) == ["training", "model_card", "space", "release"]
     assert plan["training"] == "code changed: training/run.py"
     assert plan["model_card"] == "after training: runs if what it reads changes"
-    assert plan["release"] == "after training, model_card: runs if what it reads changes"
+    # The Space reads the model card's GGUF verdicts (they pick its backend).
+    assert plan["space"] == "after model_card: runs if what it reads changes"
+    assert plan["release"] == "after training, model_card, space: runs if what it reads changes"
 
 
 def test_an_edit_to_a_kit_module_reruns_the_stages_that_import_it(finished: Path) -> None:
@@ -122,8 +124,9 @@ def test_an_edit_to_a_kit_module_reruns_the_stages_that_import_it(finished: Path
     finally:
         restore()
     assert [s for s in ORDER if plan[s] == "code changed: kit/embedder.py"] == users
-    assert _running(plan) == [*users, "release"]
-    assert plan["seeds"] == plan["space"] == "up to date"
+    assert _running(plan) == [*users, "space", "release"]
+    assert plan["seeds"] == "up to date"
+    assert plan["space"] == "after model_card: runs if what it reads changes"
 
 
 def test_config_sections_rerun_their_stage_and_a_token_only_the_release(finished: Path) -> None:
@@ -133,7 +136,7 @@ def test_config_sections_rerun_their_stage_and_a_token_only_the_release(finished
         plan = _plan(finished)
     finally:
         restore()
-    assert _running(plan) == ["model_card", "release"]
+    assert _running(plan) == ["model_card", "space", "release"]
     assert plan["model_card"] == "config changed: [evaluation]"
     plan = _plan(finished, env={"HF_TOKEN": "hf_test_not_a_real_token"})
     assert _running(plan) == ["release"] and plan["release"] == "input changed: target"

@@ -23,6 +23,9 @@ def training_section(base: Path, dataset: Path, **overrides: Any) -> dict[str, A
         "lora_dropout": 0.0,
         "precision": "fp32",
         "save_steps": 100,
+        # The tiny tokenizers are byte-level BPE, which llama.cpp's converter reads only for
+        # known pre-tokenizers; the GGUF export has tests of its own (test_serving.py).
+        "gguf": [],
     }
     section.update(overrides)
     return section
