@@ -289,9 +289,9 @@ def hard_negatives_section(inputs: CardInputs) -> str:
     columns = mined_negative_columns(mined.count)
     rows = [_mining_row(name, stats) for name, stats in mined.by_type.items() if stats.rows]
     lines = [
-        f"- Embedder: {code(mined.embedder)}, wrapped as in training (EOS appended, last-token "
-        f"pooling, normalized), max length {mined.max_length}; queries carry their instruction, "
-        "documents none. Scores are cosine similarities to the query.",
+        f"- Embedder: {code(mined.embedder)}, a trained embedder loaded as it is published, max "
+        f"length {mined.max_length}; queries carry their instruction, documents the embedder's "
+        "own document prompt. Scores are cosine similarities to the query.",
         "- Candidates: the positives and generated negatives of the same task type and split. "
         f"A candidate scoring above {1 - mined.relative_margin:.0%} of the positive's score "
         f"(`relative_margin = {mined.relative_margin}`, NV-Retriever's TopK-PercPos) is skipped "
