@@ -96,9 +96,12 @@ def _named(spec: RegistryTask, where: str) -> ResolvedTask:
             f"{where}.subsets: {unknown[0]!r} is not a subset of {spec.name} "
             f"(it has: {_listed(every)})"
         )
-    task = _get_task(spec.name, where, hf_subsets=spec.subsets or None,
-                     languages=spec.languages or None)  # fmt: skip
-    if not task.hf_subsets:
+    try:
+        task = _get_task(spec.name, where, hf_subsets=spec.subsets or None,
+                         languages=spec.languages or None)  # fmt: skip
+    except ValueError:  # mteb: no subset left after the filters
+        task = None
+    if task is None or not task.hf_subsets:
         raise StageError(
             f"{where}.languages: {spec.name} has no subset in {', '.join(spec.languages)} "
             f"(it has: {_listed(every)})"

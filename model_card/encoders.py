@@ -30,8 +30,9 @@ from kit.staleness import hub_endpoint, reference_identity
 
 log = logging.getLogger(__name__)
 BASE_MODELS_FILE = Path(__file__).with_name("base_models.json")
-# Files of the model folder that say nothing about what the model computes.
-NOT_COMPARED = ("provenance.json",)
+# The model folder's files left out when it is compared with the Hub: the repo's README is
+# the card this stage writes, not the one sentence-transformers saved with the model.
+NOT_COMPARED = ("README.md",)
 
 
 @dataclass

@@ -65,8 +65,10 @@ def _run_task(
         co2_tracker=False,
     )
     (task_result,) = result.task_results
+    # The score as the result file stores it (rounded by mteb), whether fresh or cached.
+    stored = type(task_result).from_disk(cache_file)
     return ModelRun(
-        main_score=task_score(task_result, task),
+        main_score=task_score(stored, task),
         scores_file=cache_file.relative_to(eval_dir).as_posix(),
         evaluation_time_s=task_result.evaluation_time,
         reused=reuse,

@@ -206,7 +206,7 @@ def plan_lines(config: Config) -> list[str]:
     batch = evaluation.batch_size or "picked per model"
     lines = [
         f"benchmark: {evaluation.benchmark or '(none)'}",
-        f"device: {devices} ({device.reason}); precision: {evaluation.precision} (auto: bf16 "
+        f"device: {devices} ({device.reason}); precision {evaluation.precision} (auto: bf16 "
         f"for a decoder on a GPU, else fp32); batch size: {batch}",
         f"{len(tasks)} tasks:",
     ]

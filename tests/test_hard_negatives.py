@@ -74,7 +74,6 @@ def built(tiny_st_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """Three builds sharing one embedding cache: the run, the same run again, and the run
     with rows added; and the run without mining."""
     import torch
-
     from sentence_transformers import util
 
     threads = torch.get_num_threads()
