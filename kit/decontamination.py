@@ -31,6 +31,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,9 @@ SPLIT = r"[^\p{L}\p{N}]+"
 MIN_WORDS = 4
 _PRIME = 1_000_000_007
 _INVERSE = pow(_PRIME, -1, 1 << 64)
-# Evaluation texts tokenized at a time: bounds the memory of the word lists.
-CHUNK_TEXTS = 100_000
+# Characters of evaluation text hashed at a time (about 40 bytes a word are held while a
+# chunk is hashed, so this bounds that to a few hundred MB).
+CHUNK_CHARS = 1 << 24
 # Bits of the membership bitset per evaluation gram (a few percent of misses reach the search).
 BITS_PER_GRAM = 16
 MAX_BITSET_BITS = 1 << 32
@@ -67,6 +69,7 @@ def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep))
 
 
+@lru_cache(maxsize=1 << 20)
 def _word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
 
@@ -81,6 +84,17 @@ def word_hashes(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     table = np.fromiter((_word_hash(w) for w in encoded.dictionary.to_pylist()), np.uint64)
     values = table[encoded.indices.to_numpy(zero_copy_only=False)] if len(table) else table
     return values.astype(np.uint64), lists.offsets.to_numpy().astype(np.int64)
+
+
+def _first_of_each(values: np.ndarray) -> np.ndarray:
+    """In a sorted array, where each distinct value first appears (numpy's own ``unique``
+    hashes, and is many times slower on uint64)."""
+    return np.flatnonzero(np.concatenate([[True], values[1:] != values[:-1]]))
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    ordered = np.sort(values)
+    return ordered[_first_of_each(ordered)] if len(ordered) else ordered
 
 
 class WindowHasher:
@@ -125,7 +139,7 @@ def gram_hashes(texts: pa.Array | pa.ChunkedArray, n: int) -> dict[int, np.ndarr
     lengths = np.diff(offsets)
     for length in np.unique(lengths[(lengths >= MIN_WORDS) & (lengths < n)]).tolist():
         found[length] = hasher.at(offsets[:-1][lengths == length], length)
-    return {length: np.unique(h) for length, h in found.items() if len(h)}
+    return {length: _unique(h) for length, h in found.items() if len(h)}
 
 
 @dataclass
@@ -142,8 +156,13 @@ class GramIndex:
     def build(cls, parts: list[tuple[np.ndarray, int]]) -> GramIndex:
         """``parts``: each set's hashes with its owner number; the first owner keeps a gram."""
         every = np.concatenate([h for h, _ in parts])
-        owner = np.concatenate([np.full(len(h), o, dtype=np.int32) for h, o in parts])
-        hashes, first = np.unique(every, return_index=True)
+        every.sort()  # in place: no index array as large as every gram
+        hashes = every[_first_of_each(every)]
+        del every
+        owners = np.full(len(hashes), -1, dtype=np.int32)
+        for found, owner in parts:  # in the sets' order: the first set keeps a gram
+            places = np.searchsorted(hashes, found)
+            owners[places[owners[places] < 0]] = owner
         size = min(MAX_BITSET_BITS, 1 << max(6, int(len(hashes) * BITS_PER_GRAM).bit_length()))
         shift = 64 - (size.bit_length() - 1)
         slots = (hashes >> np.uint64(shift)).astype(np.int64)  # sorted, as the hashes are
@@ -152,7 +171,7 @@ class GramIndex:
         if len(cells):
             starts = np.flatnonzero(np.concatenate([[True], cells[1:] != cells[:-1]]))
             bits[cells[starts]] = np.bitwise_or.reduceat(masks, starts)
-        return cls(hashes, owner[first], shift, bits)
+        return cls(hashes, owners, shift, bits)
 
     def find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the queries that are grams here, and their owners."""
@@ -226,18 +245,28 @@ class EvaluationNgrams:
         return sum(len(found.hashes) for found in self.index.values())
 
 
+def _chunks(array: pa.Array) -> Iterator[pa.Array]:
+    """Consecutive slices of about ``CHUNK_CHARS`` characters (one text at least)."""
+    ends = np.cumsum(pc.binary_length(array).fill_null(0).to_numpy(zero_copy_only=False))
+    start = 0
+    while start < len(array):
+        reach = ends[start - 1] + CHUNK_CHARS if start else CHUNK_CHARS
+        stop = max(start + 1, int(np.searchsorted(ends, reach, side="right")))
+        yield array.slice(start, stop - start)
+        start = stop
+
+
 def _set_grams(arrays: list[pa.Array], n: int) -> tuple[int, dict[int, np.ndarray]]:
     """Texts counted and grams (by length) of one evaluation set, a chunk at a time."""
     count = 0
     grams: dict[int, list[np.ndarray]] = {}
     for array in arrays:
         array = array.drop_null()
-        for start in range(0, len(array), CHUNK_TEXTS):
-            chunk = array.slice(start, CHUNK_TEXTS)
-            count += len(chunk)
+        count += len(array)
+        for chunk in _chunks(array):
             for length, hashes in gram_hashes(chunk, n).items():
                 grams.setdefault(length, []).append(hashes)
-    return count, {length: np.unique(np.concatenate(h)) for length, h in grams.items()}
+    return count, {length: _unique(np.concatenate(h)) for length, h in grams.items()}
 
 
 class UnavailableTasks(Exception):
@@ -323,8 +352,8 @@ def _first_matches(texts: pa.Array, ngrams: EvaluationNgrams) -> dict[int, int]:
         return {}
     found = np.concatenate(hits)
     found = found[np.lexsort((found[:, 1], found[:, 0]))]
-    rows = np.searchsorted(offsets, found[:, 0], side="right") - 1
-    first = np.unique(rows, return_index=True)[1]
+    rows = np.searchsorted(offsets, found[:, 0], side="right") - 1  # sorted, as positions are
+    first = _first_of_each(rows)
     return dict(zip(rows[first].tolist(), found[first, 2].tolist(), strict=True))
 
 

@@ -70,7 +70,7 @@ def _get_task(name: str, where: str, **filters: Any) -> Any:
     try:
         return mteb.get_task(name, **filters)
     except KeyError as exc:
-        raise StageError(f"{where}: {exc.args[0]}") from None
+        raise StageError(f"{where}: {str(exc.args[0]).removeprefix('KeyError: ')}") from None
 
 
 def _listed(values: Sequence[str], limit: int = 12) -> str:

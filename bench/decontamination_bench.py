@@ -1,0 +1,279 @@
+"""Benchmark: decontamination at paper scale, 500k rows against MTEB(eng, v2)'s texts.
+
+MTEB(eng, v2)'s data lives on the Hub, which these machines cannot reach, so its texts are
+synthesized at the benchmark's real sizes: mteb ships each task's descriptive statistics
+(texts and mean characters per text, per split and subset) in the package, and every text
+statistic of every task of the benchmark becomes that many texts of that mean length, drawn
+from a Zipf-distributed vocabulary. Training rows have the paper's shape (a ~12-word query,
+two ~130-word documents), and every 500th row carries a 20-word window of an evaluation
+text, so the count found is checked. The kit's index (``kit.decontamination``) is measured
+at growing fractions of the benchmark with growing row counts; the named peer is the plain
+way, a Python set of 13-word tuples, at the smallest fraction.
+
+``python -m bench.decontamination_bench --fractions 0.0625 0.125 --rows 62500 125000``
+picks sizes; ``run`` (``make bench``) does the two smallest, ``SYNTHEMBED_BENCH_FULL=1``
+adds the larger ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bench import full_run
+
+BENCHMARK = "MTEB(eng, v2)"
+N = 13
+CHARS_PER_WORD = 6.1  # English: ~5.1 letters and a space
+VOCABULARY = 200_000
+PLANT_EVERY = 500
+BATCH_ROWS = 10_000
+DEFAULT = ((1 / 64, 7_812), (1 / 32, 15_625))
+FULL = ((1 / 16, 31_250), (1 / 4, 125_000), (1.0, 500_000))
+
+
+@dataclass(frozen=True)
+class TextSet:
+    task: str
+    statistic: str
+    texts: int
+    mean_chars: float
+
+
+@cache
+def text_sets() -> list[TextSet]:
+    """Every text statistic of the benchmark's tasks, for the splits and subsets it runs."""
+    from kit.registry_tasks import benchmark_tasks
+
+    found = []
+    for task in benchmark_tasks(BENCHMARK):
+        stats = task.task.metadata.descriptive_stats or {}
+        for split in task.splits:
+            split_stats = stats.get(split, {})
+            by_subset = split_stats.get("hf_subset_descriptive_stats")
+            parts = [by_subset[s] for s in task.subsets] if by_subset else [split_stats]
+            for part in parts:
+                for key, value in part.items():
+                    # Labels are not texts (and are shorter than the gate's 4 words).
+                    if "label" in key or not (
+                        isinstance(value, dict) and value.get("average_text_length")
+                    ):
+                        continue
+                    count = round(value["total_text_length"] / value["average_text_length"])
+                    found.append(TextSet(task.name, key, count, value["average_text_length"]))
+    return found
+
+
+class Words:
+    """A fixed random vocabulary with Zipf-like word frequencies."""
+
+    def __init__(self, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(2, 9, VOCABULARY)
+        letters = rng.integers(97, 123, lengths.sum()).astype(np.uint8).tobytes().decode()
+        ends = np.cumsum(lengths)
+        self.words = pa.array([letters[e - n : e] for e, n in zip(ends, lengths, strict=True)])
+        weights = 1.0 / np.arange(1, VOCABULARY + 1) ** 1.05
+        self.cumulative = np.cumsum(weights / weights.sum())
+
+    def texts(self, rng: np.random.Generator, count: int, mean_words: float) -> pa.Array:
+        lengths = np.maximum(1, rng.poisson(mean_words, count))
+        picks = np.searchsorted(self.cumulative, rng.random(int(lengths.sum())))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets), self.words.take(pa.array(picks)))
+        return pc.binary_join(lists, " ").cast(pa.string())
+
+
+def evaluation_sets(
+    words: Words, fraction: float, spent: list[float] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """(set name, loader) at ``fraction`` of the benchmark's real sizes; texts are made when
+    the set is read, one set at a time, as the stage loads one task at a time. The seconds
+    spent making them go to ``spent``, to be left out of the index's time."""
+    for i, found in enumerate(text_sets()):
+        count = max(1, int(found.texts * fraction))
+        mean_words = max(1.0, found.mean_chars / CHARS_PER_WORD)
+
+        def load(i: int = i, count: int = count, mean_words: float = mean_words) -> list:
+            started = time.perf_counter()
+            texts = words.texts(np.random.default_rng(1000 + i), count, mean_words)
+            if spent is not None:
+                spent.append(time.perf_counter() - started)
+            return [texts]
+
+        yield f"{found.task}/{found.statistic}", load
+
+
+def _plants(words: Words, fraction: float, count: int) -> list[str]:
+    """20-word windows of the evaluation texts of one retrieval corpus (ArguAna's)."""
+    name, load = next(s for s in evaluation_sets(words, fraction) if s[0].startswith("ArguAna/doc"))
+    texts = [text.split() for text in load()[0].to_pylist()]
+    return [" ".join(text[:20]) for text in texts if len(text) >= 20][:count]
+
+
+def rows(words: Words, count: int, plants: list[str], seed: int = 7) -> Iterator[pa.Table]:
+    """Training rows in batches: query, positive, negative; planted windows every 500th row."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, BATCH_ROWS):
+        size = min(BATCH_ROWS, count - start)
+        query = words.texts(rng, size, 12)
+        positive = words.texts(rng, size, 130).to_pylist()
+        for row in range(size):
+            if (start + row) % PLANT_EVERY == 0:
+                plant = plants[((start + row) // PLANT_EVERY) % len(plants)]
+                positive[row] = f"{positive[row]} {plant}"
+        example = pa.StructArray.from_arrays(
+            [query, pa.array(positive), words.texts(rng, size, 130)],
+            names=["query", "positive", "negative"],
+        )
+        ids = pa.array([f"row-{start + i}" for i in range(size)])
+        yield pa.table({"id": ids, "example": example})
+
+
+def _memory_gib() -> float:
+    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return pages * size / 2**30
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _in_child(function: Any, *args: Any) -> Any:
+    """Run one measurement in a fresh process, so its peak RSS is its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def measure_kit(fraction: float, row_count: int) -> dict[str, Any]:
+    from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
+
+    words = Words()
+    spent: list[float] = []
+    started = time.perf_counter()
+    ngrams = EvaluationNgrams.from_sets(N, evaluation_sets(words, fraction, spent))
+    build_s = time.perf_counter() - started - sum(spent)
+    plants = _plants(words, fraction, 64)
+    found, flagged, checked, check_s = Contamination(), 0, 0, 0.0
+    for table in rows(words, row_count, plants):
+        started = time.perf_counter()
+        flagged += int(pc.sum(contaminated_mask(table, ngrams, found)).as_py() or 0)
+        check_s += time.perf_counter() - started
+        checked += table.num_rows
+    result = {
+        "fraction": fraction, "rows": checked, "planted": len(range(0, checked, PLANT_EVERY)),
+        "flagged": flagged, "texts": sum(ngrams.sizes.values()), "grams": ngrams.grams,
+        "index_mib": sum(i.nbytes for i in ngrams.index.values()) / 2**20,
+        "build_s": build_s, "check_s": check_s, "peak_rss_mib": _peak_rss_mib(),
+    }  # fmt: skip
+    return result
+
+
+def measure_peer(fraction: float, row_count: int) -> dict[str, float]:
+    """The plain way: every 13-word tuple of every evaluation text in a Python set, and every
+    window of a row looked up in it (same tokenizer; whole short texts left out)."""
+    from kit.decontamination import words as tokenize
+
+    words = Words()
+    spent: list[float] = []
+    started = time.perf_counter()
+    grams: set[tuple[str, ...]] = set()
+    for _, load in evaluation_sets(words, fraction, spent):
+        for array in load():
+            for text in tokenize(array).to_pylist():
+                grams.update(tuple(text[i : i + N]) for i in range(len(text) - N + 1))
+    build_s = time.perf_counter() - started - sum(spent)
+    plants = _plants(words, fraction, 64)
+    check_s = 0.0
+    flagged = 0
+    for table in rows(words, row_count, plants):
+        started = time.perf_counter()
+        hit = np.zeros(table.num_rows, dtype=bool)
+        for name in ("query", "positive", "negative"):
+            texts = tokenize(pc.struct_field(table["example"], name)).to_pylist()
+            for row, text in enumerate(texts):
+                hit[row] |= any(tuple(text[i : i + N]) in grams for i in range(len(text) - N + 1))
+        flagged += int(hit.sum())
+        check_s += time.perf_counter() - started
+    return {"build_s": build_s, "check_s": check_s, "flagged": flagged, "grams": len(grams),
+            "peak_rss_mib": _peak_rss_mib()}  # fmt: skip
+
+
+def table(results: list[dict[str, Any]], peer: dict[str, float], peer_at: dict) -> str:
+    lines = [
+        "| share of MTEB(eng, v2)'s texts | texts | grams | index (MiB) | index build (s) | "
+        "rows | rows flagged (planted) | check (s) | check (µs/row) | peak RSS (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['fraction']:.4g} | {r['texts']:,} | {r['grams']:,} | {r['index_mib']:.0f} | "
+            f"{r['build_s']:.1f} | {r['rows']:,} | {r['flagged']:,} ({r['planted']:,}) | "
+            f"{r['check_s']:.1f} | {1e6 * r['check_s'] / r['rows']:.0f} | "
+            f"{r['peak_rss_mib']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Peer at {peer_at['fraction']:.4g} of the texts and {peer_at['rows']:,} rows (a Python "
+        f"set of {peer['grams']:,} 13-word tuples): build {peer['build_s']:.1f} s, check "
+        f"{peer['check_s']:.1f} s ({peer['flagged']:,} rows flagged; it leaves whole short "
+        f"texts unchecked), peak RSS {peer['peak_rss_mib']:.0f} MiB. The kit on the same: build "
+        f"{peer_at['build_s']:.1f} s ({peer['build_s'] / peer_at['build_s']:.2f}x the peer's "
+        f"speed), check {peer_at['check_s']:.1f} s "
+        f"({peer['check_s'] / peer_at['check_s']:.2f}x the peer's speed).",
+    ]
+    return "\n".join(lines)
+
+
+def report(sizes: tuple[tuple[float, int], ...]) -> str:
+    sets = text_sets()
+    total_texts = sum(s.texts for s in sets)
+    total_chars = sum(s.texts * s.mean_chars for s in sets)
+    results = [_in_child(measure_kit, fraction, count) for fraction, count in sizes]
+    peer = _in_child(measure_peer, *sizes[0])
+    body = [
+        "## Decontamination at paper scale",
+        "",
+        f"MTEB(eng, v2)'s texts cannot be downloaded here, so they are synthesized at the "
+        f"benchmark's real sizes from mteb's descriptive statistics (in the package): "
+        f"{len(sets)} text statistics of its 41 tasks, {total_texts:,} texts, "
+        f"{total_chars / 1e9:.2f} G characters in all, each set at its own mean length, words "
+        f"drawn from a {VOCABULARY:,}-word Zipf vocabulary. Rows: a ~12-word query and two "
+        f"~130-word documents, every {PLANT_EVERY}th carrying a 20-word window of an evaluation "
+        "text. n = 13; rows are checked in batches of 10,000 as the dataset stage reads them. "
+        f"Each size runs in a fresh process (peak RSS is its own), on a machine with "
+        f"{_memory_gib():.0f} GiB of memory shared with other work.",
+        "",
+        table(results, peer, results[0]),
+    ]
+    return "\n".join(body)
+
+
+def run(config_path: str) -> str:
+    return report(DEFAULT + (FULL if full_run() else ()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.decontamination_bench")
+    parser.add_argument("--fractions", nargs="+", type=float, default=[f for f, _ in DEFAULT])
+    parser.add_argument("--rows", nargs="+", type=int, default=[r for _, r in DEFAULT])
+    args = parser.parse_args()
+    print(report(tuple(zip(args.fractions, args.rows, strict=True))))
+
+
+if __name__ == "__main__":
+    main()
