@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from dataset_builder.splits import validation_keys
 from kit.bundled import resolve_model
 from kit.cli import StageError
 from kit.config import HardNegativesSection
-from kit.devices import EncodePlan, choose_device, model_config, plan_encoding
+from kit.devices import EncodePlan, choose_device, encode_pool, model_config, plan_encoding
 from kit.instructions import instruct
 from kit.provenance import public_name
 from kit.schema import MINED_TYPES, UNIFIED_CONFIG, mined_negative_columns
@@ -248,19 +246,6 @@ def load_miner(settings: HardNegativesSection) -> Miner:
     return Miner(model, plan, key)
 
 
-@contextmanager
-def _encode_pool(miner: Miner) -> Iterator[Any]:
-    """One encoding process per GPU when there are several, for the whole build."""
-    if not miner.plan.pool_devices:
-        yield None
-        return
-    pool = miner.model.start_multi_process_pool(list(miner.plan.pool_devices))
-    try:
-        yield pool
-    finally:
-        miner.model.stop_multi_process_pool(pool)
-
-
 def mine(
     settings: HardNegativesSection, scan: RunScan, fraction: float, cache_dir: Path
 ) -> MinedNegatives:
@@ -278,8 +263,8 @@ def mine(
     store = EmbeddingStore(cache_dir / miner.key)
     by_id: dict[str, tuple[str, ...]] = {}
     by_type = {task_type: TypeStats() for task_type in MINED_TYPES}
-    with _encode_pool(miner) as encode_pool:
-        cached = CachedMiner(miner.model, store, encode_pool)
+    with encode_pool(miner.model, miner.plan) as pool:  # one pool for every pool of rows
+        cached = CachedMiner(miner.model, store, pool)
         for (task_type, split), pool in sorted(pools.items()):
             LOG.info("mining %s/%s: %d rows", task_type, split, len(pool.ids))
             ranked = _mine_pool(cached, pool, settings)

@@ -12,6 +12,8 @@ of the GPU memory left once the model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,6 +160,20 @@ def fit_batch(plan: EncodePlan, config: Any, max_length: int) -> EncodePlan:
     batch, why = choose_batch_size(plan.batch_size, plan.device, config, max_length, plan.dtype)
     return EncodePlan(plan.device, plan.dtype, batch, f"{plan.reason}; batch {why}",
                       plan.pool_devices)  # fmt: skip
+
+
+@contextmanager
+def encode_pool(model: Any, plan: EncodePlan | None) -> Iterator[Any]:
+    """sentence-transformers' multi-process pool, one process per device, when the plan
+    spans several (``None`` otherwise), stopped when the work is done."""
+    if plan is None or not plan.pool_devices:
+        yield None
+        return
+    pool = model.start_multi_process_pool(list(plan.pool_devices))
+    try:
+        yield pool
+    finally:
+        model.stop_multi_process_pool(pool)
 
 
 def encode_kwargs(plan: EncodePlan, pool: Any = None) -> dict[str, Any]:

@@ -27,13 +27,10 @@ MAIN_BENCHMARKS = ("MTEB(eng, v2)", "MTEB(eng, v1)", "MTEB(Multilingual, v2)")
 ALL_SUBSETS = "all of its subsets (no main benchmark holds this task)"
 
 
-@dataclass
-class ResolvedTask:
-    """An mteb task filtered to the splits and subsets it runs, and where they come from."""
+class TaskView:
+    """The name, subsets and splits of the (filtered) mteb task a record holds."""
 
     task: Any
-    origin: str
-    benchmark: str = ""
 
     @property
     def name(self) -> str:
@@ -46,6 +43,15 @@ class ResolvedTask:
     @property
     def splits(self) -> list[str]:
         return list(self.task.eval_splits)
+
+
+@dataclass
+class ResolvedTask(TaskView):
+    """An mteb task filtered to the splits and subsets it runs, and where they come from."""
+
+    task: Any
+    origin: str
+    benchmark: str = ""
 
     @property
     def languages(self) -> list[str]:

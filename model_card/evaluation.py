@@ -17,13 +17,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from kit.artifacts import EvaluationResults, ModelRun, TaskSummary
-from kit.devices import encode_kwargs
+from kit.devices import encode_kwargs, encode_pool
 from model_card.compression import EmbeddingMemo, MemoEncoder, Variant
 from model_card.encoders import Embedder, mteb_encoder
 from model_card.tasks import EvalTask
@@ -73,20 +71,6 @@ def _run_task(
         evaluation_time_s=task_result.evaluation_time,
         reused=reuse,
     )
-
-
-@contextmanager
-def _encode_pool(embedder: Embedder) -> Iterator[Any]:
-    """sentence-transformers' multi-process pool when the plan spans several devices."""
-    devices = embedder.plan.pool_devices if embedder.plan else ()
-    if not devices:
-        yield None
-        return
-    pool = embedder.model.start_multi_process_pool(list(devices))
-    try:
-        yield pool
-    finally:
-        embedder.model.stop_multi_process_pool(pool)
 
 
 def leaderboard_means(
@@ -145,7 +129,7 @@ def evaluate_model(
     encoder = MemoEncoder(inner, memo) if variants else inner
     out: dict[str, ModelRun] = {}
     started = time.monotonic()
-    with _encode_pool(embedder) as pool:
+    with encode_pool(embedder.model, embedder.plan) as pool:
         kwargs = encode_kwargs(embedder.plan, pool) if embedder.plan else {"batch_size": batch_size}
         for task in tasks:
             runs = [(v, MemoEncoder(inner, memo, v)) for v in variants]

@@ -16,14 +16,14 @@ from typing import Any
 from kit.cli import StageError
 from kit.evalsets import LocalTask
 from kit.instructions import Instruction, is_symmetric, registry_instruction, type_instruction
-from kit.registry_tasks import ResolvedTask
+from kit.registry_tasks import ResolvedTask, TaskView
 from model_card.local_tasks import MTEB_TYPES, local_mteb_task
 
 LOCAL_SUBSETS = "the local set"
 
 
 @dataclass
-class EvalTask:
+class EvalTask(TaskView):
     """An mteb task plus what the card needs to say about how it was run."""
 
     task: Any
@@ -36,18 +36,6 @@ class EvalTask:
     # Where its subsets come from ("as MTEB(eng, v2) runs it", ...), and its benchmark.
     subsets_origin: str = LOCAL_SUBSETS
     benchmark: str = ""
-
-    @property
-    def subsets(self) -> list[str]:
-        return list(self.task.hf_subsets)
-
-    @property
-    def splits(self) -> list[str]:
-        return list(self.task.eval_splits)
-
-    @property
-    def name(self) -> str:
-        return self.task.metadata.name
 
     @property
     def main_score(self) -> str:
