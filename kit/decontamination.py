@@ -20,8 +20,9 @@ a short STS sentence copied verbatim is caught too. Each distinct word gets a 64
 the evaluation side is one sorted array of window hashes per length with each one's owner.
 A training window matches when its hash is in the array of its length: a bitset on the
 hash's top bits settles most windows, a binary search the rest. Against MTEB(eng, v2)'s
-~2.5e8 grams a 500k-row dataset has ~1e8 windows, so the expected number of rows dropped by
-a hash collision is about 1e-3 (BENCHMARKS.md, "Decontamination").
+~2.4e8 grams a 500k-row dataset has ~1.4e8 windows of each length, so the expected number of
+rows dropped by a hash collision is about 0.002 (BENCHMARKS.md, "Decontamination at paper
+scale", also for time and memory).
 """
 
 from __future__ import annotations

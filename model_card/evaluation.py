@@ -93,7 +93,7 @@ def leaderboard_means(
         results.append(result)
     aggregations = [BenchmarkAggregation.MEAN_TASK, BenchmarkAggregation.MEAN_TASK_TYPE]
     named = {task.name for task in run if task.benchmark == benchmark}
-    scope = f"the {len(run)} tasks run here (not a benchmark score)"
+    scope = f"the {len(run)} task{'s' * (len(run) != 1)} run here (not a benchmark score)"
     if benchmark and len(named) == len(mteb.get_benchmark(benchmark).tasks):
         scope = f"{benchmark}, as its leaderboard computes it"
         aggregations = [a for a in mteb.get_benchmark(benchmark).aggregations if a in aggregations]
