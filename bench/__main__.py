@@ -25,6 +25,7 @@ BENCHES = (
     "gates",
     "judge",
     "dataset",
+    "decontamination",
     "training",
     "model_card",
     "space",

@@ -195,7 +195,8 @@ def held_out_digests(config: Config) -> dict[str, Any]:
     held_out = config.held_out
     return {
         "local": {task.name: data_fingerprint(task) for task in held_out.local_tasks},
-        "registry": list(held_out.registry_tasks),
+        "registry": [dataclasses.asdict(task) for task in held_out.registry_tasks],
+        "benchmark": held_out.benchmark,
     }
 
 
@@ -243,12 +244,25 @@ def _training_inputs(config: Config) -> dict[str, Any]:
     }
 
 
+def pushed_model(config: Config) -> str | None:
+    """The model repo's commit the release pushed this very model folder in, if it did: the
+    card then labels its results with the Hub revision a reader can look up."""
+    layout = config.layout
+    provenance = read_provenance(layout.release_dir)
+    if provenance is None or not provenance.finished or not provenance.facts.get("model"):
+        return None
+    if provenance.inputs.get("model") != artifact_identity(layout.model_dir):
+        return None
+    return str(provenance.facts["model"])
+
+
 def _model_card_inputs(config: Config) -> dict[str, Any]:
     return {
         "model": artifact_identity(config.layout.model_dir),
         "repo_ids": [config.hub.repo_id("model"), config.hub.repo_id("dataset")],
         "eval_sets": {t.name: data_fingerprint(t) for t in config.evaluation.local_tasks},
         "base_model": reference_identity(config.evaluation.base_model),
+        "pushed_model": pushed_model(config),
     }
 
 
