@@ -27,6 +27,11 @@ REPO_KINDS = ("dataset", "model", "space")
 # The file types llama.cpp's converter writes (``--outtype``).
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 GGUF_DEFAULT_TYPES = ("f16", "q8_0")
+# The ZeRO configs ``training.deepspeed = "auto"`` picks from, by stage.
+AUTO_DEEPSPEED = {
+    stage: Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / f"zero{stage}.json"
+    for stage in (2, 3)
+}
 
 
 class ConfigError(ValueError):
@@ -39,6 +44,12 @@ def _choice(*values: str, default: str) -> Any:
 
 def _ranged(default: float, low: float | None = None, high: float | None = None) -> Any:
     return field(default=default, metadata={"range": (low, high)})
+
+
+def _this_machine(default: Any, **metadata: Any) -> Any:
+    """A setting that says where this machine takes part (a node's rank, a host address),
+    not what is made: left out of the section's digest, so every node shares one."""
+    return field(default=default, metadata={"this_machine": True, **metadata})
 
 
 @dataclass(frozen=True)
@@ -232,11 +243,18 @@ class TrainingSection:
     # Also train the first d values of the embedding as an embedding of its own
     # (MatryoshkaLoss), for each d listed; the full width is always trained. Empty: off.
     matryoshka_dims: list[int] = field(default_factory=list)
+    # A ZeRO config file, or "auto": ZeRO-2 when a GPU holds the bf16 base and a rank's
+    # working set, else ZeRO-3 (the stage says which and why).
     deepspeed: str = ""
     launcher: str = _choice("none", "torchrun", "accelerate", default="none")
+    # Processes per node; the world is nnodes x num_processes. node_rank and rdzv_endpoint
+    # (node 0's host:port) may also come from PET_NODE_RANK and PET_RDZV_ENDPOINT.
     num_processes: int = _ranged(1, 1, 4096)
+    nnodes: int = _ranged(1, 1, 4096)
+    node_rank: int = _this_machine(0, range=(0, 4095))
+    rdzv_endpoint: str = _this_machine("")
     seed: int = 42
-    save_steps: int = _ranged(500, 1, None)
+    save_steps: int = _ranged(50, 1, None)
     # Diagnostics: validation pairs scored (accuracy@1), and every how many steps (0: only
     # before and after training).
     validation_pairs: int = _ranged(512, 2, None)
@@ -490,7 +508,7 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"{source}: dataset.hard_negatives.relative_margin: {margin!r} must be at least 0.0 "
             "and below 1.0"
         )
-    if config.training.deepspeed:
+    if config.training.deepspeed not in ("", "auto"):
         ds = resolve_path(config.training.deepspeed)
         if not ds.is_file():
             raise ConfigError(f"{source}: training.deepspeed: file not found: {ds}")
@@ -616,6 +634,10 @@ def config_notes(config: Config) -> list[str]:
 
 def section_digest(config: Config, name: str) -> str:
     """SHA-256 of one section's resolved values: what a stage's output depends on."""
-    values = dataclasses.asdict(getattr(config, name))
+    section = getattr(config, name)
+    values = dataclasses.asdict(section)
+    for spec in dataclasses.fields(section):
+        if spec.metadata.get("this_machine"):
+            del values[spec.name]
     text = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

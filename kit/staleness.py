@@ -27,7 +27,7 @@ from typing import Any
 import kit
 from kit.artifacts import PROVENANCE_FILE, RUN_SUMMARY_FILE
 from kit.bundled import bundled_identity
-from kit.config import Config, section_digest
+from kit.config import AUTO_DEEPSPEED, Config, section_digest
 from kit.evalsets import data_fingerprint
 from kit.files import digest_files, sha256_file
 from kit.provenance import (
@@ -241,6 +241,7 @@ def _training_inputs(config: Config) -> dict[str, Any]:
             else None
         ),
         "base_model": reference_identity(training.base_model),
+        "deepspeed": _deepspeed_identity(training.deepspeed),
     }
 
 
@@ -254,6 +255,14 @@ def pushed_model(config: Config) -> str | None:
     if provenance.inputs.get("model") != artifact_identity(layout.model_dir):
         return None
     return str(provenance.facts["model"])
+
+
+def _deepspeed_identity(setting: str) -> dict[str, str] | None:
+    """The ZeRO config files training may read, by content (``auto``: both it picks from)."""
+    if not setting:
+        return None
+    files = list(AUTO_DEEPSPEED.values()) if setting == "auto" else [Path(setting).expanduser()]
+    return {path.name: sha256_file(path) for path in files if path.is_file()}
 
 
 def _model_card_inputs(config: Config) -> dict[str, Any]:
