@@ -16,6 +16,9 @@ soon as it is taken, so a failure or a timeout keeps everything measured before 
   ``CachedMultipleNegativesRankingLoss`` at max length 512: tokens/s, peak GPU memory, MFU
   (6 x parameters x tokens/s over the GPU's dense bf16 peak), and beside each the training
   plan's FLOPs and memory for that step (``training.plan``), which checks the plan.
+- ``evaluation``: the model card's own evaluation of a trained model and its base on the
+  device, precision and batch size it picks (``bench/gpu_check_eval.py``); it needs mteb,
+  which the carried wheels do not hold yet, and says so when it does not import.
 
 ``--tiny`` runs the same code at toy sizes on CPU (a test does), so the script cannot rot
 while no GPU is at hand. Another phase drops in as one more entry of ``PHASES``.
@@ -387,7 +390,7 @@ def zero_steps(stage: int, sizes: Sizes, out: Path) -> dict[str, Any]:
         "training": {"base_model": str(model_dir), "dataset": str(dataset),
                      "max_length": sizes.max_length, "batch_size": batch,
                      "mini_batch_size": batch // 4, "max_steps": steps, "save_steps": steps,
-                     "warmup_steps": 0, "validation_pairs": 8,
+                     "warmup_steps": 0, "validation_pairs": 8, "gguf": [],
                      "precision": "bf16" if sizes.device == "cuda" else "fp32",
                      "deepspeed": str(repo / "configs" / "deepspeed" / f"zero{stage}.json")},
     }), encoding="utf-8")  # fmt: skip
@@ -448,12 +451,20 @@ def _folder_mb(folder: Path, pattern: str) -> float:
     return round(sum(p.stat().st_size for p in files) / 2**20, 2)
 
 
+def evaluation(run: Context, add: Callable[[Any], None]) -> None:
+    """The model card's evaluation on the device (``bench/gpu_check_eval.py``)."""
+    from bench.gpu_check_eval import evaluation_phase
+
+    add(evaluation_phase(run.work / "evaluation", run.sizes.tiny))
+
+
 PHASES: dict[str, Phase] = {
     "environment": environment,
     "zero2": _zero_phase(2),
     "zero3": _zero_phase(3),
     "bf16_vs_fp32": bf16_vs_fp32,
     "loss_steps": loss_steps,
+    "evaluation": evaluation,
 }
 
 

@@ -48,6 +48,8 @@ def test_the_whole_gpu_check_passes_every_phase_at_toy_sizes(tmp_path: Path) -> 
     for cell in cells:
         assert cell["tokens"] > 0 and cell["tokens_per_s"] > 0 and 0 <= cell["mfu"] < 1
         assert cell["plan_flops"] > 0 and cell["plan_memory_gb"] >= 0
+    (evaluated,) = phases["evaluation"]["results"]
+    assert evaluated["scores_agree"] and evaluated["trained"]["device"] == "cpu"
 
 
 def test_a_failing_phase_keeps_the_others_and_every_measurement(tmp_path, monkeypatch) -> None:

@@ -165,8 +165,8 @@ def test_two_nodes_under_an_outside_torchrun_equal_one_node_of_the_same_batch(
     processes, so the same steps and the same release; no text twice in a gathered step."""
     from safetensors.torch import load_file
 
-    from tests.toml_writer import dump_toml
     from kit.net import free_port
+    from tests.toml_writer import dump_toml
 
     section = _zero_training_section(
         tmp_path, tiny_model_dirs["gemma3"], "zero3", batch_size=16, num_processes=1, nnodes=2,
