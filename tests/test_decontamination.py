@@ -185,3 +185,31 @@ def test_window_hashes_equal_the_polynomial_of_each_window() -> None:
             value = (value * prime + int(values[start + k])) & mask
         expected.append(value)
     assert WindowHasher(values).at(starts, 3).tolist() == expected
+
+
+def test_training_drops_the_public_set_rows_that_copy_an_evaluation_text(tmp_path: Path) -> None:
+    """A public set trained beside the synthetic rows (``[[training.extra_datasets]]``) goes
+    through the same gate, read in Arrow batches as training reads it."""
+    import datasets
+
+    from kit.config import ExtraDataset
+    from training.data import load_training_data
+
+    evaluation = _sentence("STS", 1)
+    sets = [("TinySTS", lambda: [pa.array([evaluation])])]
+    ngrams = EvaluationNgrams.from_sets(13, sets)
+    rows = {
+        "premise": [f"intro {evaluation} outro", FILLER, "a third clean sentence here"],
+        "hypothesis": ["a paraphrase of it", "another clean one", "yet another clean one"],
+    }
+    folder = tmp_path / "public"
+    datasets.Dataset.from_dict(rows).to_parquet(str(folder / "data" / "train.parquet"))
+    extra = ExtraDataset(path=str(folder), task_definition="Find a paraphrase",
+                         query_column="premise", positive_column="hypothesis",
+                         negative_column="")  # fmt: skip
+    data = load_training_data("none", [extra], ngrams, tmp_path / "cache")
+    kept = [text for group in data.train.values() for text in group["anchor"]]
+    prompt = "Instruct: Find a paraphrase\nQuery: "
+    assert sorted(kept) == sorted(prompt + text for text in rows["premise"][1:])
+    assert data.decontaminated.rows == {"TinySTS": 1}
+    assert data.decontaminated.examples["TinySTS"] == f"local:{folder.name}#0"

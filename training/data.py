@@ -267,7 +267,7 @@ def _decontaminated(
     flagged = []
     start = 0
     for batch in split.select_columns(columns).with_format("arrow").iter(batch_size=BATCH_ROWS):
-        texts = [batch[column].cast(pa.string()) for column in columns]
+        texts = [batch[column].combine_chunks().cast(pa.string()) for column in columns]
         example = pa.StructArray.from_arrays(texts, names=columns)
         ids = pa.array([f"{name}#{i}" for i in range(start, start + batch.num_rows)])
         table = pa.table({"id": ids, "example": example})
