@@ -22,6 +22,7 @@ from bench import FULL_RUN_VARIABLE, full_run
 BENCHES = (
     "bundled",
     "seeds",
+    "pacing",
     "gates",
     "judge",
     "dataset",
@@ -30,8 +31,9 @@ BENCHES = (
     "space",
     "release",
 )
-# Run only when named (``make bench-quality``): it trains three models, about 45 minutes.
-ON_REQUEST = ("quality",)
+# Run only when named: quality trains three models (``make bench-quality``, about 45
+# minutes); rehearsal runs the paper config's generation at up to 500k rows (about an hour).
+ON_REQUEST = ("quality", "rehearsal")
 OUTPUT = Path("BENCHMARKS.md")
 SECTION = re.compile(r"^<!-- bench:(\w+) -->\n(.*?)^<!-- /bench:\1 -->\n", re.M | re.S)
 

@@ -20,6 +20,7 @@ from kit.schema import RAW_SCHEMA_VERSION
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
+from seeds.estimate import estimate
 from seeds.gates import QualityGates
 from seeds.languages import XLMR_LANGUAGES, LanguageSampler
 from seeds.live import run_live
@@ -38,6 +39,11 @@ SMALL_MODEL_WARNING = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the requests, tokens, cost and wall time of the run, and send nothing",
+    )
 
 
 def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[str | None, str]:
@@ -83,6 +89,9 @@ def main(config: Config, args: argparse.Namespace) -> None:
         templates = restrict_placeholders(load_templates(), config.generation.placeholder_subsets)
     except TemplateError as exc:
         raise StageError(str(exc)) from None
+    if getattr(args, "estimate", False):
+        print("\n".join(estimate(config, templates, run_dir)))
+        return
     gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
     store = RunStore(run_dir)
     store.open(dedup_key, lambda rows: gates.admit([list(r["example"].values()) for r in rows]))
@@ -104,7 +113,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
             runner = run_batch if generator.mode == "batch" else run_live
             asyncio.run(runner(run, endpoint))
     except EndpointFatal as exc:
-        run.stop("endpoint_error")
+        run.stop(exc.reason)
         raise StageError(redact(str(exc), generator.api_key_env)) from None
     except StageError:
         run.stop("setup_error")

@@ -4,8 +4,11 @@ these files; a line torn by a kill is cut off before anything is appended."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +18,14 @@ from typing import Any, TextIO
 
 from kit.files import atomic_write_json
 
+log = logging.getLogger("seeds")
 SHARD_ROWS = 50_000
 REBUILD_BATCH = 10_000
+
+
+def _digest(key: str) -> bytes:
+    """16 bytes stand for a dedup key (a collision is as likely as guessing a UUID)."""
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
 
 
 def utc_now() -> str:
@@ -121,7 +130,7 @@ class RunStore:
         self.run_json_path = run_dir / "run.json"
         self.totals = RunTotals()
         self.finished_ids: set[str] = set()
-        self.dedup_keys: set[str] = set()
+        self.dedup_keys: set[bytes] = set()  # digests: a run's texts need not stay in memory
         self.task_pools: dict[str, list[str]] = {}
         self.brainstorm_done: set[str] = set()
         self.unledgered: list[dict[str, Any]] = []
@@ -140,6 +149,7 @@ class RunStore:
     ) -> None:
         """Repair torn tails, then rebuild the run's state from its files; ``on_records``
         sees the accepted records in batches (the near-duplicate index is rebuilt from them)."""
+        started = time.monotonic()
         self.raw_dir.mkdir(parents=True, exist_ok=True)
         for path in [*self.shard_paths(), *self.rejected.paths(), self.ledger_path,
                      self.brainstorm_path, self.judging_path]:  # fmt: skip
@@ -158,7 +168,7 @@ class RunStore:
         for path in self.shard_paths():
             for record in read_jsonl(path):
                 self.finished_ids.add(record["id"])
-                self.dedup_keys.add(dedup_key(record["example"]))
+                self.dedup_keys.add(_digest(dedup_key(record["example"])))
                 self.totals.accepted[record["task_type"]] += 1
                 self.totals.languages[record["language"]] += 1
                 if record["id"] not in ledgered:
@@ -173,6 +183,11 @@ class RunStore:
         for entry in read_jsonl(self.brainstorm_path):
             self.brainstorm_done.add(entry["item_id"])
             self._extend_pool(entry["task_type"], entry["tasks"])
+        if self.totals.requests:
+            log.info(
+                "read back %s: %d answers settled, %d requests in %.1f s", self.run_dir,
+                len(self.finished_ids), self.totals.requests, time.monotonic() - started,
+            )  # fmt: skip
         self._ledger = self.ledger_path.open("a", encoding="utf-8")
         self._brainstorm = self.brainstorm_path.open("a", encoding="utf-8")
         self._judging = self.judging_path.open("a", encoding="utf-8")
@@ -231,7 +246,7 @@ class RunStore:
         self.held[record["id"]] = record
         self.held_keys[record["id"]] = key
         self.finished_ids.add(record["id"])
-        self.dedup_keys.add(key)
+        self.dedup_keys.add(_digest(key))
 
     def release(self, record_id: str) -> None:
         """The held row is settled (accepted or rejected, both written before this line)."""
@@ -245,19 +260,19 @@ class RunStore:
                 record = line["record"]
                 self.held[record["id"]], self.held_keys[record["id"]] = record, line["key"]
                 self.finished_ids.add(record["id"])
-                self.dedup_keys.add(line["key"])
+                self.dedup_keys.add(_digest(line["key"]))
             elif line["state"] == "settled":
                 self.held.pop(line["id"], None)
                 self.held_keys.pop(line["id"], None)
 
     def is_duplicate(self, key: str) -> bool:
-        return key in self.dedup_keys
+        return _digest(key) in self.dedup_keys
 
     def accept(self, record: dict[str, Any], key: str) -> None:
         """Append the record to the current shard before anything else learns of it."""
         self.accepted.write(record)
         self.finished_ids.add(record["id"])
-        self.dedup_keys.add(key)
+        self.dedup_keys.add(_digest(key))
         self.totals.accepted[record["task_type"]] += 1
         self.totals.languages[record["language"]] += 1
 
