@@ -32,7 +32,7 @@ PAPER = REPO / "configs" / "e5-mistral.toml"
 PAPER_ROWS = 507_000
 DEFAULT_PLAN = "batch:50000,batch:150000,batch:500000,live:25000,live:50000"
 KEY_ENV = "REHEARSAL_API_KEY"
-READ_BACK = re.compile(r"in ([0-9.]+) s$")
+READ_BACK = re.compile(r"in ([0-9.]+) s \(([0-9.]+) s of CPU\)$")
 # Live: TPM binds (2M tokens a simulated minute, 2,048 admitted a request: 977 requests a
 # minute); at this scale that is ~65 requests a real second, which the kit keeps up with on
 # 2 cores beside the simulator. Batch: a simulated minute a real tenth of a second.
@@ -44,8 +44,7 @@ LAUNCH = (
     "import resource, runpy, sys\n"
     "def peak():\n"
     "    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    "    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-    "    print(f'PEAK_RSS_KB {me} {kids}', file=sys.stderr, flush=True)\n"
+    "    print(f'PEAK_RSS_KB {me}', file=sys.stderr, flush=True)\n"
     "import atexit; atexit.register(peak)\n"
     "sys.argv = ['seeds', *sys.argv[1:]]\n"
     "runpy.run_module('seeds', run_name='__main__')\n"
@@ -112,16 +111,17 @@ def launch(config: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
 
 
-def read_back_s(stderr: str) -> float:
-    """The resumed run's own figure for reading the run back (``seeds.store``)."""
+def read_back_s(stderr: str) -> tuple[float, float]:
+    """The resumed run's own figures for reading the run back (``seeds.store``): wall and
+    CPU seconds."""
     line = next(x for x in stderr.splitlines() if "read back" in x)
-    return float(READ_BACK.search(line).group(1))
+    wall, cpu = READ_BACK.search(line).groups()
+    return float(wall), float(cpu)
 
 
-def peak_rss_gb(stderr: str) -> tuple[float, float]:
+def peak_rss_gb(stderr: str) -> float:
     line = next(x for x in stderr.splitlines() if x.startswith("PEAK_RSS_KB"))
-    me, kids = (int(v) / 2**20 for v in line.split()[1:])
-    return me, kids
+    return int(line.split()[1]) / 2**20
 
 
 def rehearse(mode: str, rows: int) -> dict:
@@ -168,8 +168,8 @@ def _rehearse(folder: Path, url: str, mode: str, rows: int) -> dict:
     summary = json.loads((run / "run.json").read_text(encoding="utf-8"))
     ledger = run / "ledger.jsonl"
     accepted = sum(summary["accepted"].values())
-    me, kids = peak_rss_gb(err)
-    read_back = read_back_s(err)
+    rss = peak_rss_gb(err)
+    read_back, read_back_cpu = read_back_s(err)
     twice = final["chat"]["answered_twice"] + final["batches"]["answered_twice"]
     scale = LIVE_SCALE if mode == "live" else BATCH_SCALE
     wall = first_part + second_part
@@ -177,7 +177,7 @@ def _rehearse(folder: Path, url: str, mode: str, rows: int) -> dict:
         "mode": mode, "rows": rows, "accepted": accepted, "complete": summary["complete"],
         "stopped": summary["stopped_reason"], "killed_at": killed_at, "wall_s": wall,
         "simulated_h": wall * scale / 3600, "resume_s": resume_s, "read_back_s": read_back,
-        "rss_gb": me, "gate_rss_gb": kids, "ledger_mb": ledger.stat().st_size / 1e6,
+        "read_back_cpu_s": read_back_cpu, "rss_gb": rss, "ledger_mb": ledger.stat().st_size / 1e6,
         "ledger_lines": summary["requests"], "per_row": summary["requests"] / max(accepted, 1),
         "twice": twice, "cost": summary["cost_usd"],
     }  # fmt: skip
@@ -192,9 +192,9 @@ def run(config_path: str) -> str:
         r = rehearse(mode, int(size))
         rows.append(
             f"| {r['mode']} | {r['rows']:,} | {r['accepted']:,} ({r['stopped']}) | "
-            f"{r['killed_at']:,} | {r['read_back_s']:.1f} | {r['resume_s']:.1f} | "
-            f"{r['wall_s'] / 60:.1f} | "
-            f"{r['simulated_h']:.1f} | {r['rss_gb']:.2f} / {r['gate_rss_gb']:.2f} | "
+            f"{r['killed_at']:,} | {r['read_back_s']:.0f} ({r['read_back_cpu_s']:.0f} CPU) | "
+            f"{r['resume_s']:.0f} | {r['wall_s'] / 60:.1f} | "
+            f"{r['simulated_h']:.1f} | {r['rss_gb']:.2f} | "
             f"{r['ledger_mb']:.0f} MB, {r['ledger_lines']:,} lines | {r['per_row']:.3f} | "
             f"{r['twice']} | ${r['cost']:,.0f} |"
         )
@@ -210,11 +210,13 @@ def run(config_path: str) -> str:
             f"{BATCH_RPM:,} requests a simulated minute and an enqueued-token limit of "
             f"{ENQUEUED_TOKENS:,}. Each run is killed with SIGKILL once about half its rows "
             "are accepted, then run again to the end. Read back = the resumed run's own "
-            "figure for reading the run folder back (shards, ledger, near-duplicate index); "
+            "figure for reading the run folder back (shards, ledger, near-duplicate index), "
+            "in wall and CPU seconds (on a shared machine the wall time includes waiting for "
+            "a core); "
             "working again = from the restart (Python's start included) to the first request "
             "the simulator sees, which includes judging again the answers of a batch whose "
-            "ingestion the kill interrupted. RSS = peak of the seeds process / of its largest "
-            "gate process. Paid twice = requests the simulator answered twice.",
+            "ingestion the kill interrupted. RSS = peak of the seeds process (its two gate "
+            "processes are apart). Paid twice = requests the simulator answered twice.",
             "",
             "| mode | rows asked | accepted | killed at | read back s | working again s | "
             "wall min (real) | simulated h | peak RSS GB | ledger | requests / row | "

@@ -153,6 +153,21 @@ def test_a_lower_limit_in_the_headers_wins_and_a_429_pauses_every_worker_once(
     assert not [x for x in ledger(run_dir(config)) if x["outcome"] == "failed"]
 
 
+def test_live_run_survives_dropped_connections_slow_answers_and_5xx_bursts(
+    simulate, write_config
+) -> None:
+    server = simulate(drop_share=0.05, slow_share=0.05, slow_latency_s=30.0, error_every=25,
+                      error_burst=3)  # fmt: skip
+    config = config_for(write_config, server, concurrency=16)
+    assert seeds(config) == 0
+    run = run_dir(config)
+    assert run_json(run)["complete"]
+    reasons = Counter(x["reason"] for x in ledger(run) if x["outcome"] == "retry")
+    assert reasons["connection_error"] > 0 and reasons["http_500"] > 0
+    check_records(records(run))
+    check_ledger_adds_up(run)
+
+
 @pytest.mark.parametrize("mode", ["live", "batch"])
 def test_an_empty_account_stops_with_one_line_and_keeps_every_row(
     simulate, write_config, capsys, mode
