@@ -29,6 +29,8 @@ BENCHES = (
     "training",
     "model_card",
     "space",
+    "space_backends",
+    "serving",
     "release",
 )
 # Run only when named: quality trains three models (``make bench-quality``, about 45

@@ -217,11 +217,11 @@ def zero3_steps(shape: Shape, folder: Path, sizes: Sizes) -> dict[str, Any]:
     from datasets import Dataset
 
     from kit.config import load_config
-    from kit.paths import layout
+    from kit.staleness import StageRun
     from tests.toml_writer import dump_toml
     from tests.training_fixtures import phrase_rows
-    from training.data import NO_SYNTHETIC, TrainingData, pairs
-    from training.run import expected_provenance, train
+    from training.data import TrainingData, pairs
+    from training.run import train
 
     model_dir = build_model_dir(shape, folder / "zero3-base", sizes.dtype)
     repo = Path(__file__).resolve().parent.parent
@@ -240,10 +240,10 @@ def zero3_steps(shape: Shape, folder: Path, sizes: Sizes) -> dict[str, Any]:
         source="fixture",
         revision="fixture",
     )
-    provenance = expected_provenance(config, NO_SYNTHETIC)
+    stage = StageRun.open("training", config)
     started = time.perf_counter()
     train(config, Namespace(fresh=True), data, str(model_dir), {}, config.training.precision,
-          16, layout(str(path)), provenance)  # fmt: skip
+          16, stage, ())  # fmt: skip
     record = json.loads((folder / "zero3-build" / "model" / "training_record.json").read_text())
     return {"seconds": round(time.perf_counter() - started, 1), "steps": record.get("steps"),
             "final_loss": record.get("final_loss"),

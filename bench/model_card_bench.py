@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 from kit.config import load_config
-from kit.paths import layout
 from model_card.encoders import Embedder, build_base, load_trained, mteb_encoder
 from model_card.local_tasks import spec_from_config
 from model_card.tasks import EvalTask, local_eval_task
@@ -28,7 +26,7 @@ STS_INSTRUCTION = "Retrieve semantically similar text."
 
 def _model(config_path: str) -> tuple[Embedder, str]:
     config = load_config(config_path)
-    model_dir = Path(layout(config_path)["model_dir"])
+    model_dir = load_config(config_path).layout.model_dir
     if (model_dir / "modules.json").is_file():
         return load_trained(model_dir, "bench/trained"), f"trained model `{model_dir}`"
     base = build_base(config.training.base_model, config.training.max_length)

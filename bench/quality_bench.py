@@ -11,7 +11,7 @@ instruction). Training decontaminates the public slice against those tasks first
 
 from __future__ import annotations
 
-import json
+import hashlib
 import subprocess
 import sys
 import time
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.paths import layout
+from kit.artifacts import read_evaluation_results, read_training_record
+from kit.config import load_config
 from tests.toml_writer import dump_toml
 
 WORK = Path("build/bench-quality")
@@ -55,7 +56,7 @@ def largest_shape_group(dataset_dir: str) -> int:
 def variant_config(config_path: str, variant: Variant, index: int) -> Path:
     """The default configuration with one variant's data and its own build folder."""
     sections = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
-    dataset_dir = layout(config_path)["dataset_dir"]
+    dataset_dir = str(load_config(config_path).layout.dataset_dir)
     build = WORK / f"variant-{index}"
     sections["project"] = {**sections.get("project", {}), "build_dir": str(build)}
     training = sections["training"]
@@ -84,17 +85,18 @@ def evaluate_peer(config: Path) -> dict[str, float]:
     from sentence_transformers import SentenceTransformer
 
     from kit.bundled import resolve_model
-    from kit.config import load_config
-    from model_card.encoders import Embedder, folder_fingerprint
+    from kit.staleness import reference_identity
+    from model_card.encoders import Embedder
     from model_card.evaluation import evaluate_model
     from model_card.stage import collect_tasks
 
     path = Path(resolve_model(PEER))
     model = SentenceTransformer(str(path), device="cpu")
-    peer = Embedder("peer", model, PEER_NAME, folder_fingerprint(path), PEER_NAME)
+    revision = hashlib.sha256(reference_identity(PEER).encode()).hexdigest()[:16]
+    peer = Embedder("peer", model, PEER_NAME, revision, PEER_NAME)
     tasks, _ = collect_tasks(load_config(config))
-    results = evaluate_model(peer, tasks, WORK / "peer-eval", 32, {}, instructed=False)
-    return {name: result["main_score"] for name, result in results.items()}
+    results = evaluate_model(peer, tasks, WORK / "peer-eval", 32, instructed=False)
+    return {name: result.main_score for name, result in results.items()}
 
 
 def run(config_path: str) -> str:
@@ -105,15 +107,13 @@ def run(config_path: str) -> str:
         config = variant_config(config_path, variant, index)
         train_s = _stage("training", config)
         eval_s = _stage("model_card", config)
-        paths = layout(str(config))
-        record = json.loads((Path(paths["model_dir"]) / "training_record.json").read_text())
-        results = json.loads((Path(paths["eval_dir"]) / "results.json").read_text())
-        scores = {t["name"]: t["results"]["trained"]["main_score"] for t in results["tasks"]}
-        metrics |= {t["name"]: t["main_score"] for t in results["tasks"]}
+        layout = load_config(config).layout
+        record = read_training_record(layout.model_dir)
+        results = read_evaluation_results(layout.eval_dir)
+        scores = {t.name: t.results["trained"].main_score for t in results.tasks}
+        metrics |= {t.name: t.main_score for t in results.tasks}
         base = base or {
-            t["name"]: t["results"]["base"]["main_score"]
-            for t in results["tasks"]
-            if "base" in t["results"]
+            t.name: t.results["base"].main_score for t in results.tasks if "base" in t.results
         }
         rows.append({"variant": variant, "scores": scores, "record": record,
                      "train_s": train_s, "eval_s": eval_s})  # fmt: skip
@@ -162,19 +162,19 @@ def _report(
     ]
     for row in rows:
         record = row["record"]
-        curve = ", ".join(f"{step}: {acc}" for step, acc in record["validation_accuracy_curve"])
-        checks = record["checks"]
+        curve = ", ".join(f"{step}: {acc}" for step, acc in record.validation_accuracy_curve)
+        checks = record.checks
         lines.append(
-            f"| {row['variant'].name} | {record['train_rows']} | "
-            f"{record['hyperparameters']['batch_size']} | {record['steps']} | "
-            f"{record['decontamination']['removed'] or 'none'} | "
-            f"{record['validation_accuracy_before']} → [{curve}] → "
-            f"{record['validation_accuracy_after']} | {record['negatives_per_anchor_share']} | "
+            f"| {row['variant'].name} | {record.train_rows} | "
+            f"{record.hyperparameters['batch_size']} | {record.steps} | "
+            f"{record.decontamination['removed'] or 'none'} | "
+            f"{record.validation_accuracy_before} → [{curve}] → "
+            f"{record.validation_accuracy_after} | {record.negatives_per_anchor_share} | "
             f"merged=adapter {checks['merged_equals_adapter_min_cosine']}, mean pairwise cosine "
             f"{checks['mean_pairwise_cosine_before']} → {checks['mean_pairwise_cosine_after']}, "
             f"EOS pooled {checks['pools_eos']} | {row['train_s']:.0f} | {row['eval_s']:.0f} |"
         )
-    loss = rows[-1]["record"]["loss_curve"]
+    loss = rows[-1]["record"].loss_curve
     lines += [
         "",
         "Loss curve of the default release's training (step: loss): "

@@ -12,7 +12,7 @@
 Models: ``tiny`` (default; the random-weight test model, so the run stays within ~5 minutes
 on 2 shared cores and measures the app's and gradio's overhead and the cache), ``gemma``
 (bundled Gemma 3 270M wrapped like the release: EOS appended, last-token pooling, Normalize)
-or ``release`` (the trained model in ``layout["model_dir"]``).
+or ``release`` (the trained model in ``its layout's ``model_dir````).
 ``python -m bench.space_bench --config configs/default.toml --model gemma`` prints the section.
 """
 
@@ -33,7 +33,6 @@ from sentence_transformers import SentenceTransformer
 
 from kit.bundled import resolve_model
 from kit.config import load_config
-from kit.paths import layout
 from space.staging import stage_space
 from tests.space_helpers import (
     LOAD_CORPUS_SIZE,
@@ -74,7 +73,7 @@ def synthetic_corpus(size: int, seed: int = 0) -> list[str]:
 def bench_model_dir(config_path: str, which: str, work_dir: Path) -> tuple[Path, str]:
     """A sentence-transformers folder, since the served app loads its model by path."""
     if which == "release":
-        model_dir = Path(layout(config_path)["model_dir"])
+        model_dir = load_config(config_path).layout.model_dir
         if not (model_dir / "config_sentence_transformers.json").is_file():
             raise FileNotFoundError(f"no release model in {model_dir}: run `make train` first")
         return model_dir, f"the release model at `{model_dir}`"

@@ -1,40 +1,37 @@
 """Build the Hub dataset folder from a seeds run: Parquet per config and split, plots, card.
 
 Builds go to a staging folder next to the output and only files whose bytes changed are moved
-over, so an unchanged rebuild touches nothing and a push makes no new commit. A manifest
-beside the output holds the fingerprint of the input and the hash of every file; when both
-match, the build is skipped without reading the rows, and a file that was truncated or
-changed since (a killed copy, a full disk) fails the check and is rebuilt.
+over, so a rebuild of the same rows touches nothing and a push makes no new commit. Whether
+to build at all is the staleness check's call (``kit.staleness``): the run's published
+content digest, the held-out sets, the miner and ``[dataset]`` are this stage's inputs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
+import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
-from importlib import metadata
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dataset_builder.card import CardInputs, render_card
-from dataset_builder.hard_negatives import MinedNegatives, embedder_identity, mine
+from dataset_builder.hard_negatives import MinedNegatives, mine
 from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
-from dataset_builder.provenance import read_ledger, read_run_provenance, read_run_summary
+from dataset_builder.provenance import check_run_schema, read_ledger
 from dataset_builder.raw_run import SHARD_GLOB, RunScan, scan_run
+from kit.artifacts import PROVENANCE_FILE, DatasetFacts, RunSummary, read_run_summary
 from kit.cli import StageError, unwritable
-from kit.config import Config
+from kit.config import Config, config_notes
 from kit.decontamination import EvaluationNgrams
-from kit.evalsets import data_fingerprint
-from kit.files import atomic_write_json, digest_files, read_json_object, sha256_file
-from kit.provenance import build_provenance, write_provenance
+from kit.files import digest_files, sha256_file
+from kit.staleness import StageRun
 
-CODE_DIR = Path(__file__).parent
-VERSIONED_PACKAGES = ("datasets", "pyarrow", "matplotlib", "huggingface_hub")
-STAGE = "dataset_builder"
+LOG = logging.getLogger("dataset_builder")
 STAGING_PREFIX = ".dataset-build-"
 
 
@@ -43,17 +40,11 @@ class BuildResult:
     """What a build did, for the log and the tests."""
 
     output_dir: Path
-    skipped: bool
-    fingerprint: str
     written: list[str]
     removed: list[str]
     files: int
-    scan: RunScan | None
-
-
-def manifest_path(output_dir: Path) -> Path:
-    """Kept beside the repo folder, not in it, so it is never pushed."""
-    return output_dir.parent / f".{output_dir.name}-manifest.json"
+    scan: RunScan
+    facts: DatasetFacts
 
 
 def run_digest(run_dir: Path) -> str:
@@ -62,40 +53,66 @@ def run_digest(run_dir: Path) -> str:
     return digest_files(run_dir, list(run_dir.glob(SHARD_GLOB)))
 
 
-def fingerprint(config: Config, run_dir: Path, source: str) -> str:
-    """The raw rows, the run's summary and ledger, the settings the output depends on and
-    this code: a change to any of them is a new build."""
-    summary = [run_dir / "run.json", run_dir / "ledger.jsonl"]
-    digest = hashlib.sha256((source + digest_files(run_dir, summary)).encode())
-    mining = config.dataset.hard_negatives
-    settings = {
-        "dataset": asdict(config.dataset),
-        "evaluation_sets": [data_fingerprint(t) for t in config.dataset.decontamination_sets],
-        "hard_negatives_embedder": embedder_identity(mining) if mining.enabled else None,
-        "repo_id": config.hub.repo_id("dataset"),
-        "versions": {name: metadata.version(name) for name in VERSIONED_PACKAGES},
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for code in sorted(CODE_DIR.glob("*.py")):
-        digest.update(code.read_bytes())
-    return digest.hexdigest()
+def main(config: Config, args: Any, stage: StageRun) -> None:
+    """The stage: build the dataset repo from the run, log what happened, publish."""
+    for note in config_notes(config):
+        LOG.warning(note)
+    result = build(config, config.layout.run_dir, stage.folder, before_change=stage.begin)
+    scan = result.scan
+    LOG.info("%d raw lines -> %d rows, %d dropped", scan.lines_read, scan.accepted,
+             sum(scan.dropped.values()))  # fmt: skip
+    for reason, count in sorted(scan.dropped.items()):
+        LOG.warning("%d dropped: %s", count, reason)
+    LOG.info("%s: %d file(s) written, %d removed, %d unchanged", result.output_dir,
+             len(result.written), len(result.removed),
+             result.files - len(result.written))  # fmt: skip
+    stage.publish(facts=dataclasses.asdict(result.facts))
 
 
-def _is_current(output_dir: Path, manifest: dict[str, Any], expected: str) -> bool:
-    files = manifest.get("files")
-    if manifest.get("fingerprint") != expected or not isinstance(files, dict):
-        return False
-    return all(
-        (output_dir / name).is_file() and sha256_file(output_dir / name) == sha
-        for name, sha in files.items()
-    )
+def build(
+    config: Config,
+    run_dir: Path,
+    output_dir: Path,
+    before_change: Callable[[], None] = lambda: None,
+) -> BuildResult:
+    """Build ``output_dir`` from ``run_dir``, writing only the files whose bytes change;
+    ``before_change`` runs once the new repo is ready, before ``output_dir`` is touched, so
+    a failed build leaves the previous dataset as it was."""
+    run = read_run_summary(run_dir)
+    check_run_schema(run_dir)
+    source = run_digest(run_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in output_dir.parent.glob(f"{STAGING_PREFIX}*"):  # from a killed build
+        shutil.rmtree(leftover, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=output_dir.parent) as tmp:
+        staging = Path(tmp)
+        (staging / "spool").mkdir()
+        held_out = config.held_out
+        ngrams = (
+            EvaluationNgrams.build(
+                config.dataset.decontamination_ngram,
+                held_out.local_tasks,
+                held_out.registry_tasks,
+            )
+            if config.dataset.decontaminate
+            else None
+        )
+        try:
+            scan = scan_run(run_dir, staging / "spool", ngrams)
+            files, facts = _write_repo(config, run_dir, run, source, scan, staging, ngrams)
+            before_change()
+            written, removed = _sync(staging / "repo", output_dir, files)
+        except OSError as exc:
+            line = unwritable(exc, output_dir.parent)
+            if line is None:
+                raise
+            raise StageError(line) from None
+    return BuildResult(output_dir, written, removed, len(files), scan, facts)
 
 
-def _sync(
-    repo_dir: Path, output_dir: Path, files: dict[str, str], old_files: dict
-) -> tuple[list[str], list[str]]:
-    """Move in files whose bytes differ (the staging folder is on the same file system); remove
-    files the previous build wrote and this one did not."""
+def _sync(repo_dir: Path, output_dir: Path, files: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Move in files whose bytes differ (the staging folder is on the same file system);
+    remove files of an earlier build that this one did not write."""
     written = []
     for name, sha in files.items():
         destination = output_dir / name
@@ -105,93 +122,43 @@ def _sync(
         os.replace(repo_dir / name, destination)
         written.append(name)
     removed = []
-    for name in sorted(set(old_files) - set(files)):
-        stale = output_dir / name
-        if stale.is_file():
+    for stale in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+        name = stale.relative_to(output_dir).as_posix()
+        if name not in files and name != PROVENANCE_FILE:
             stale.unlink()
             removed.append(name)
     return written, removed
 
 
-def _provenance(
-    config: Config,
-    run_dir: Path,
-    source: str,
-    run: dict[str, Any],
-    repo_dir: Path,
-    languages: list[str],
+def _facts(
+    config: Config, run: RunSummary, repo_dir: Path, languages: list[str],
     mined: MinedNegatives | None,
-) -> dict:
+) -> DatasetFacts:
     """What training and the model card learn about this dataset, from the dataset itself."""
     data_files = sorted((repo_dir / "data").rglob("*.parquet"))
-    generator = run.get("generator") if isinstance(run.get("generator"), dict) else {}
-    facts = {
-        "repo_id": config.hub.repo_id("dataset"),
-        "data_sha256": digest_files(repo_dir, data_files),
-        "generator": {
-            key: generator.get(key) for key in ("model", "backend", "bundled_small_model")
-        },
-        "license": config.dataset.license,
-        "languages": languages,
-        "hard_negatives": mined.facts() if mined else None,
-    }
-    seeds = read_run_provenance(run_dir).get("config_sections", {})
-    inputs = {"raw_run": source, "seeds_config_sections": seeds}
-    return build_provenance(STAGE, config, ("dataset",), inputs, facts)
-
-
-def build(config: Config, run_dir: Path, output_dir: Path, force: bool = False) -> BuildResult:
-    """Build ``output_dir`` from ``run_dir``; skip when the manifest says nothing changed."""
-    run = read_run_summary(run_dir)
-    read_run_provenance(run_dir)
-    source = run_digest(run_dir)
-    expected = fingerprint(config, run_dir, source)
-    manifest = read_json_object(manifest_path(output_dir)) or {}
-    if not force and _is_current(output_dir, manifest, expected):
-        return BuildResult(output_dir, True, expected, [], [], len(manifest["files"]), None)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in output_dir.parent.glob(f"{STAGING_PREFIX}*"):  # from a killed build
-        shutil.rmtree(leftover, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=output_dir.parent) as tmp:
-        staging = Path(tmp)
-        (staging / "spool").mkdir()
-        ngrams = (
-            EvaluationNgrams.build(
-                config.dataset.decontamination_ngram,
-                config.dataset.decontamination_sets,
-                config.dataset.decontamination_registry,
-            )
-            if config.dataset.decontaminate
-            else None
-        )
-        try:
-            scan = scan_run(run_dir, staging / "spool", ngrams)
-            files = _write_repo(config, run_dir, run, source, scan, staging, ngrams)
-            written, removed = _sync(
-                staging / "repo", output_dir, files, manifest.get("files") or {}
-            )
-        except OSError as exc:
-            line = unwritable(exc, output_dir.parent)
-            if line is None:
-                raise
-            raise StageError(line) from None
-    atomic_write_json(manifest_path(output_dir), {"fingerprint": expected, "files": files})
-    return BuildResult(output_dir, False, expected, written, removed, len(files), scan)
+    return DatasetFacts(
+        repo_id=config.hub.repo_id("dataset"),
+        data_sha256=digest_files(repo_dir, data_files),
+        generator=run.generator,
+        license=config.dataset.license,
+        languages=languages,
+        hard_negatives=mined.facts() if mined else None,
+    )
 
 
 def _write_repo(
     config: Config,
     run_dir: Path,
-    run: dict[str, Any],
+    run: RunSummary,
     source: str,
     scan: RunScan,
     staging: Path,
     ngrams: EvaluationNgrams | None,
-) -> dict[str, str]:
-    """Write the whole repo into ``staging``; return each file's SHA-256."""
+) -> tuple[dict[str, str], DatasetFacts]:
+    """Write the whole repo into ``staging``; return each file's SHA-256 and the facts."""
     repo_dir = staging / "repo"
     fraction, mining = config.dataset.validation_fraction, config.dataset.hard_negatives
-    mined = mine(mining, scan, fraction) if mining.enabled else None
+    mined = mine(mining, scan, fraction) if mining.active else None
     infos = write_parquet(scan, repo_dir, fraction, config.dataset.max_shard_rows, mined)
     plots = write_plots(scan.stats, repo_dir)
     inputs = CardInputs(
@@ -209,10 +176,9 @@ def _write_repo(
         mined=mined,
     )
     render_card(inputs).save(repo_dir / "README.md")
-    provenance = _provenance(config, run_dir, source, run, repo_dir, scan.stats.verified(), mined)
-    write_provenance(repo_dir, provenance)
-    return {
+    files = {
         p.relative_to(repo_dir).as_posix(): sha256_file(p)
         for p in sorted(repo_dir.rglob("*"))
         if p.is_file()
     }
+    return files, _facts(config, run, repo_dir, scan.stats.verified(), mined)

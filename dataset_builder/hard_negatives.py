@@ -19,20 +19,17 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 import kit.embedder
-import kit.instructions
 from dataset_builder.raw_run import RunScan
 from dataset_builder.rows import project_table
 from dataset_builder.splits import validation_keys
 from kit.bundled import resolve_model
 from kit.config import HardNegativesSection
-from kit.files import digest_files, sha256_file
 from kit.instructions import instruct
 from kit.provenance import public_name
 from kit.schema import MINED_TYPES, UNIFIED_CONFIG, mined_negative_columns
@@ -107,18 +104,6 @@ class MinedNegatives:
             "max_length": self.max_length,
             "rows_mined": self.total().mined,
         }
-
-
-def embedder_identity(settings: HardNegativesSection) -> str:
-    """What the mined negatives depend on beside the settings: the recipe and query format
-    (their code) and, for a local folder, its bytes; a Hub id or bundled name stands for
-    itself (the settings already hold it)."""
-    code = [Path(kit.embedder.__file__), Path(kit.instructions.__file__)]
-    identity = "".join(sha256_file(path) for path in code)
-    folder = Path(settings.embedder).expanduser()
-    if folder.is_dir():
-        identity += digest_files(folder, [p for p in folder.rglob("*") if p.is_file()])
-    return identity
 
 
 def _pools(scan: RunScan, fraction: float) -> dict[tuple[str, str], Pool]:

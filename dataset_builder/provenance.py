@@ -1,4 +1,4 @@
-"""What the card says about how the data was made: run.json and the request ledger."""
+"""What the card says about how the data was made: the run's schema and its request ledger."""
 
 from __future__ import annotations
 
@@ -8,29 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts import PROVENANCE_FILE
 from kit.cli import StageError
 from kit.files import read_json_object
-from kit.provenance import PROVENANCE_FILE
 from kit.schema import RAW_SCHEMA_VERSION
 
 
-def read_run_summary(run_dir: Path) -> dict[str, Any]:
-    """run.json is written last by seeds, so without it there is no finished stop to publish."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise StageError(f"no seeds run at {run_dir}: {path} is missing (run `python -m seeds`)")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path} is not valid JSON ({exc}); rerun seeds to rewrite it") from None
-    if not isinstance(summary, dict):
-        raise StageError(f"{path} must hold a JSON object")
-    return summary
-
-
-def read_run_provenance(run_dir: Path) -> dict[str, Any]:
-    """The seeds run's provenance.json (absent in runs written before it existed); a run of
-    another raw schema stops here rather than deep inside the scan."""
+def check_run_schema(run_dir: Path) -> None:
+    """A run of another raw schema stops here rather than deep inside the scan (a run
+    written before provenance existed has none and is read as this schema). Read as plain
+    JSON: the provenance of an older kit has another format but the same fact."""
     provenance = read_json_object(run_dir / PROVENANCE_FILE) or {}
     version = (provenance.get("facts") or {}).get("schema_version", RAW_SCHEMA_VERSION)
     if version != RAW_SCHEMA_VERSION:
@@ -38,7 +25,6 @@ def read_run_provenance(run_dir: Path) -> dict[str, Any]:
             f"{run_dir / PROVENANCE_FILE}: the run was written with raw schema {version}, "
             f"this kit reads schema {RAW_SCHEMA_VERSION}; regenerate it with this kit's seeds"
         )
-    return provenance
 
 
 @dataclass

@@ -27,40 +27,42 @@ import pyarrow.json as pajson
 from dataset_builder.stats import CorpusStats
 from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
 from kit.schema import (
-    EXAMPLE_FIELDS,
-    NATIVE_FIELDS,
+    RAW_RECORD,
     RAW_SCHEMA_VERSION,
-    SYMMETRIC_TYPES,
-    TASK_TYPES,
+    SIDES,
+    TASK_TABLE,
+    example_fields,
+    verified_flag,
 )
 
 SHARD_GLOB = "raw/shard-*.jsonl"
-VERIFIED_FLAGS = ("language_verified", "target_language_verified")
-REQUIRED_STRINGS = (
-    "id",
-    "task_definition",
-    "language",
-    "template_id",
-    "template_sha256",
-    "generator_model",
-)
-RAW_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int64()),
-        ("task_type", pa.string()),
-        *((name, pa.string()) for name in REQUIRED_STRINGS),
-        ("target_language", pa.string()),
-        ("example", pa.struct([(name, pa.string()) for name in EXAMPLE_FIELDS])),
-        # Written by seeds' language gate; rows from elsewhere have none (unverified).
-        ("quality", pa.struct([(name, pa.bool_()) for name in VERIFIED_FLAGS])),
-    ]
-)
-TOP_LEVEL_STRINGS = ("task_type", *REQUIRED_STRINGS, "target_language")
+# task_type is checked first on its own: it decides which example fields a row needs.
+REQUIRED_STRINGS = tuple(n for n, k in RAW_RECORD.items() if k == "text" and n != "task_type")
+OPTIONAL_STRINGS = tuple(n for n, k in RAW_RECORD.items() if k == "optional_text")
+TOP_LEVEL_STRINGS = ("task_type", *REQUIRED_STRINGS, *OPTIONAL_STRINGS)
 LANGUAGE_CODE = r"^[a-z]{2,3}$"
 BLOCK_BYTES = 4 << 20
-PARSE_OPTIONS = pajson.ParseOptions(explicit_schema=RAW_SCHEMA, unexpected_field_behavior="ignore")
 READ_OPTIONS = pajson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True)
 MALFORMED = "torn or malformed JSON line"
+
+
+def raw_schema() -> pa.Schema:
+    """The Arrow schema of the raw fields the dataset reads, derived from ``kit.schema``: the
+    record's fields in order (seeds' own ones left out), the example's fields of every task
+    type, and the language gate's verdict per side (rows from elsewhere have none)."""
+    kinds = {
+        "int": pa.int64(),
+        "text": pa.string(),
+        "optional_text": pa.string(),
+        "example": pa.struct([(name, pa.string()) for name in example_fields()]),
+        "quality": pa.struct([(verified_flag(side), pa.bool_()) for side in SIDES]),
+    }
+    return pa.schema([(name, kinds[kind]) for name, kind in RAW_RECORD.items() if kind in kinds])
+
+
+def parse_options() -> pajson.ParseOptions:
+    """Fields outside the schema (seeds' own) are ignored."""
+    return pajson.ParseOptions(explicit_schema=raw_schema(), unexpected_field_behavior="ignore")
 
 
 def unsupported_version(value: Any) -> str:
@@ -157,22 +159,24 @@ def check_table(table: pa.Table, dropped: Counter[str]) -> pa.Array:
     check.reject_values(pc.not_equal(version, RAW_SCHEMA_VERSION), version, unsupported_version)
     task_type = table["task_type"]
     check.reject(pc.is_null(task_type), "missing field task_type")
-    known = pc.is_in(task_type, value_set=pa.array(list(NATIVE_FIELDS)))
+    known = pc.is_in(task_type, value_set=pa.array(list(TASK_TABLE)))
     check.reject_values(pc.invert(known), task_type, unknown_task_type)
     for name in REQUIRED_STRINGS:
         check.required_string(table[name], name)
     check.reject(_bad_code(table["language"]), "language is not an ISO 639 code")
-    bitext = pc.equal(task_type, "bitext")
-    target = table["target_language"]
-    check.required_string(target, "target_language", bitext)
-    check.reject(_bad_code(target), "target_language is not an ISO 639 code", bitext)
-    same = pc.equal(target, table["language"])
-    check.reject(same, "bitext with the same source and target language", bitext)
+    for task in TASK_TABLE.values():
+        if task.cross_lingual:
+            of_type = pc.equal(task_type, task.name)
+            target = table["target_language"]
+            check.required_string(target, "target_language", of_type)
+            check.reject(_bad_code(target), "target_language is not an ISO 639 code", of_type)
+            same = pc.equal(target, table["language"])
+            check.reject(same, f"{task.name} with the same source and target language", of_type)
     example = table["example"]
     check.reject(pc.is_null(example), "missing field example")
-    for task, names in NATIVE_FIELDS.items():
-        of_type = pc.equal(task_type, task)
-        for name in names:
+    for task in TASK_TABLE.values():
+        of_type = pc.equal(task_type, task.name)
+        for name in task.field_names:
             check.required_string(pc.struct_field(example, name), f"example.{name}", of_type)
     return check.alive
 
@@ -199,14 +203,16 @@ def _python_check(line: bytes) -> str | None:
         return None
     if not isinstance(example, dict):
         return "example is not an object"
-    for name in EXAMPLE_FIELDS:
+    for name in example_fields():
         if example.get(name) is not None and not isinstance(example[name], str):
             return f"field example.{name} is not a string"
     return None
 
 
 def _fast_tables(shard: Path) -> Iterator[pa.Table]:
-    with pajson.open_json(shard, read_options=READ_OPTIONS, parse_options=PARSE_OPTIONS) as reader:
+    with pajson.open_json(
+        shard, read_options=READ_OPTIONS, parse_options=parse_options()
+    ) as reader:
         for batch in reader:
             yield pa.Table.from_batches([batch])
 
@@ -216,17 +222,16 @@ def _read_kept(lines: list[bytes], dropped: Counter[str]) -> Iterator[pa.Table]:
     (say a value out of its range), line by line so only the offending lines are dropped."""
     data = b"".join(lines)
     options = pajson.ReadOptions(block_size=len(data) + 1)
+    parse = parse_options()
     try:
-        yield pajson.read_json(io.BytesIO(data), read_options=options, parse_options=PARSE_OPTIONS)
+        yield pajson.read_json(io.BytesIO(data), read_options=options, parse_options=parse)
         return
     except pa.ArrowInvalid:
         pass
     for line in lines:
         options = pajson.ReadOptions(block_size=len(line) + 1)
         try:
-            yield pajson.read_json(
-                io.BytesIO(line), read_options=options, parse_options=PARSE_OPTIONS
-            )
+            yield pajson.read_json(io.BytesIO(line), read_options=options, parse_options=parse)
         except pa.ArrowInvalid:
             dropped["record Arrow cannot read"] += 1
 
@@ -282,7 +287,7 @@ class _ShardScan:
             return
         keys = split_keys(table)
         table = table.append_column("group_key", pa.array(keys, pa.uint64()))
-        codes = pc.index_in(table["task_type"], value_set=pa.array(TASK_TYPES))
+        codes = pc.index_in(table["task_type"], value_set=pa.array(list(TASK_TABLE)))
         self.type_codes.append(codes.to_numpy(zero_copy_only=False).astype(np.uint8))
         self.group_keys.append(keys)
         self.stats.add_table(table)
@@ -302,7 +307,8 @@ def split_keys(table: pa.Table) -> np.ndarray:
     definition = pc.utf8_trim_whitespace(
         pc.replace_substring_regex(pc.utf8_lower(table["task_definition"]), r"\s+", " ")
     )
-    symmetric = pc.is_in(table["task_type"], value_set=pa.array(SYMMETRIC_TYPES))
+    symmetric_types = [task.name for task in TASK_TABLE.values() if task.symmetric]
+    symmetric = pc.is_in(table["task_type"], value_set=pa.array(symmetric_types, pa.string()))
     texts = pc.if_else(symmetric, pc.binary_join_element_wise("id:", table["id"], ""), definition)
     unique = pc.unique(texts)
     hashes = np.array([group_key(text) for text in unique.to_pylist()], dtype=np.uint64)
@@ -315,7 +321,7 @@ def _scan_shard(
     result = _ShardScan(spool, ngrams)
     tables = _fast_tables(shard) if fast else _line_by_line_tables(shard, result.dropped)
     with pa.OSFile(str(spool), "wb") as sink:
-        with pa.ipc.new_stream(sink, RAW_SCHEMA.append(pa.field("group_key", pa.uint64()))) as w:
+        with pa.ipc.new_stream(sink, raw_schema().append(pa.field("group_key", pa.uint64()))) as w:
             for table in tables:
                 result.add(table, seen_ids, w)
     return result

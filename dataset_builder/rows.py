@@ -10,10 +10,11 @@ import pyarrow.compute as pc
 from kit.schema import (
     PROVENANCE_COLUMNS,
     ROLES,
+    TASK_TABLE,
     TYPE_CONFIGS,
     UNIFIED_CONFIG,
-    UNIFIED_MAPPING,
     config_columns,
+    cross_lingual_types,
     features_for,
 )
 
@@ -36,15 +37,15 @@ def project_table(
     if config_name == UNIFIED_CONFIG:
         task_type = table["task_type"]
         columns = {name: table[name] for name in ("id", "task_type", "task_definition", "language")}
-        for position, role in enumerate(ROLES):
+        for role in ROLES:
             column = pa.nulls(table.num_rows, pa.string())
-            for name, fields in UNIFIED_MAPPING.items():
-                if fields[position] is not None:
-                    native = pc.struct_field(example, fields[position])
-                    column = pc.if_else(pc.equal(task_type, name), native, column)
+            for task in TASK_TABLE.values():
+                if (field := task.field_for(role)) is not None:
+                    native = pc.struct_field(example, field)
+                    column = pc.if_else(pc.equal(task_type, task.name), native, column)
             columns[role] = column
-        bitext = pc.equal(task_type, "bitext")
-        columns["target_language"] = pc.if_else(bitext, table["target_language"], None)
+        cross_lingual = pc.is_in(task_type, value_set=pa.array(cross_lingual_types(), pa.string()))
+        columns["target_language"] = pc.if_else(cross_lingual, table["target_language"], None)
         columns.update((name, table[name]) for name in PROVENANCE_COLUMNS[1:])
         if mined is not None:
             columns.update(mined.columns(table["id"]))

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kit.schema import ROLES, UNIFIED_MAPPING
+from kit.schema import ROLES, TASK_TABLE, cross_lingual_types, verified_flag
 
 
 def _counts(*columns: pa.Array) -> Counter:
@@ -50,13 +50,13 @@ class CorpusStats:
         self.by_type.update(_counts(task_type))
         self.by_language.update(_counts(table["language"]))
         quality = table["quality"]
-        verified = pc.fill_null(pc.struct_field(quality, "language_verified"), False)
+        verified = pc.fill_null(pc.struct_field(quality, verified_flag("source")), False)
         self.verified_languages.update(_counts(pc.filter(table["language"], verified)))
-        target_verified = pc.fill_null(pc.struct_field(quality, "target_language_verified"), False)
+        target_verified = pc.fill_null(pc.struct_field(quality, verified_flag("target")), False)
         self.by_type_language.update(_counts(task_type, table["language"]))
-        bitext = pc.equal(task_type, "bitext")
-        self.target_languages.update(_counts(pc.filter(table["target_language"], bitext)))
-        verified_target = pc.and_(bitext, target_verified)
+        cross_lingual = pc.is_in(task_type, value_set=pa.array(cross_lingual_types(), pa.string()))
+        self.target_languages.update(_counts(pc.filter(table["target_language"], cross_lingual)))
+        verified_target = pc.and_(cross_lingual, target_verified)
         self.verified_targets.update(_counts(pc.filter(table["target_language"], verified_target)))
         self.generator_models.update(_counts(table["generator_model"]))
         for template, sha in _counts(table["template_id"], table["template_sha256"]):
@@ -64,7 +64,8 @@ class CorpusStats:
         example = table["example"]
         for name in pc.unique(task_type).to_pylist():
             of_type = pc.equal(task_type, name)
-            for role, native in zip(ROLES, UNIFIED_MAPPING[name], strict=True):
+            for role in ROLES:
+                native = TASK_TABLE[name].field_for(role)
                 if native is not None:
                     texts = pc.filter(pc.struct_field(example, native), of_type)
                     lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False)

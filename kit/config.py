@@ -23,6 +23,9 @@ from kit.evalsets import EvalSetError, LocalTask, check_shape, resolve_path
 from kit.schema import TASK_TYPES
 
 REPO_KINDS = ("dataset", "model", "space")
+# The file types llama.cpp's converter writes (``--outtype``).
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
+GGUF_DEFAULT_TYPES = ("f16", "q8_0")
 
 
 class ConfigError(ValueError):
@@ -177,16 +180,19 @@ class HardNegativesSection:
     ``mine_hard_negatives`` for the query/positive task types (NV-Retriever's TopK-PercPos)."""
 
     enabled: bool = False
-    # Empty: training.base_model, filled in by the loader, since the dataset stage reads no
-    # other section; it is wrapped by the same recipe as in training (kit.embedder).
+    # The model to mine with: a trained embedder. Mining stays off while none is named (an
+    # untrained base model's nearest neighbours are noise); ``config_notes`` says so.
     embedder: str = ""
     num_negatives: int = _ranged(3, 1, 64)
     # Skip candidates scoring above positive - |positive| * relative_margin (95% at 0.05);
     # in [0, 1), checked with the cross-field rules since the ranges here are inclusive.
     relative_margin: float = 0.05
-    # 0: training.max_length (filled in by the loader).
-    max_length: int = _ranged(0, 0, 32768)
+    max_length: int = _ranged(512, 8, 32768)
     batch_size: int = _ranged(32, 1, None)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and bool(self.embedder)
 
 
 @dataclass(frozen=True)
@@ -197,12 +203,9 @@ class DatasetSection:
     license: str = "apache-2.0"
     pretty_name: str = "Synthetic multilingual embedding corpus"
     max_shard_rows: int = _ranged(100_000, 1, None)
-    # Drop rows that share an n-gram of this many words with an evaluation set. The sets are
-    # the release's evaluation tasks, filled in by the loader (derived, not a TOML key).
+    # Drop rows that share an n-gram of this many words with a held-out set (``Config.held_out``).
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
-    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
-    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
     hard_negatives: HardNegativesSection = field(default_factory=HardNegativesSection)
 
 
@@ -260,11 +263,12 @@ class TrainingSection:
     validation_pairs: int = _ranged(512, 2, None)
     eval_steps: int = _ranged(0, 0, None)
     extra_datasets: list[ExtraDataset] = field(default_factory=list)
-    # The public sets above are checked against the evaluation sets like the synthetic rows.
+    # The public sets above are checked against the held-out sets like the synthetic rows.
     decontaminate: bool = True
     decontamination_ngram: int = _ranged(13, 3, 100)
-    decontamination_sets: tuple[LocalTask, ...] = field(default=(), metadata={"derived": True})
-    decontamination_registry: tuple[str, ...] = field(default=(), metadata={"derived": True})
+    # GGUF files of the release for llama.cpp (and Ollama, LM Studio), one per type listed,
+    # written by llama.cpp's own converter; empty: none.
+    gguf: list[str] = field(default_factory=lambda: list(GGUF_DEFAULT_TYPES))
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,9 @@ class EvaluationSection:
     # widths: the Matryoshka widths it was trained at, else 1/2, 1/4 and 1/8 of its own.
     compression: bool = True
     compression_dims: list[int] = field(default_factory=list)
+    # Serve each GGUF file of the model with llama.cpp and compare it with the safetensors
+    # model on the tasks above (cosine, scores, speed); the card and the Space use the verdict.
+    gguf_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,32 @@ class SpaceSection:
     max_chars_per_document: int = _ranged(4000, 1, 1_000_000)
     max_total_chars: int = _ranged(2_000_000, 1, None)
     default_top_k: int = _ranged(5, 1, 50)
+    # How the Space embeds: auto (the model's GGUF on llama.cpp when one passed the model
+    # card's check, else sentence-transformers), gguf, or sentence-transformers.
+    backend: str = _choice("auto", "gguf", "sentence-transformers", default="auto")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage publishes: one folder per stage, written by that stage only."""
+
+    run_dir: Path  # seeds: raw shards, ledger, run.json
+    build_dir: Path
+    dataset_dir: Path  # dataset_builder: the dataset repo
+    checkpoint_dir: Path  # training: resumable checkpoints, never published
+    model_dir: Path  # training: the sentence-transformers folder
+    eval_dir: Path  # model_card: mteb's result cache and results.json
+    card_dir: Path  # model_card: the model card, its plot and the staged mteb results
+    space_dir: Path  # space: the Space repo
+    release_dir: Path  # release: the three repos as they are pushed
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The evaluation sets no training text may overlap: declared once, in ``[evaluation]``."""
+
+    local_tasks: tuple[LocalTask, ...]
+    registry_tasks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -315,6 +348,28 @@ class Config:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     path: Path = Path("<defaults>")
+
+    @property
+    def layout(self) -> Layout:
+        build = Path(self.project.build_dir)
+        return Layout(
+            run_dir=Path(self.project.runs_dir) / self.generation.run_name,
+            build_dir=build,
+            dataset_dir=build / "dataset",
+            checkpoint_dir=build / "checkpoints",
+            model_dir=build / "model",
+            eval_dir=build / "eval",
+            card_dir=build / "card",
+            space_dir=build / "space",
+            release_dir=build / "release",
+        )
+
+    @property
+    def held_out(self) -> HeldOut:
+        """What the dataset and training stages keep out of the data; a stage that reads it
+        records the sets' content digests among its inputs."""
+        evaluation = self.evaluation
+        return HeldOut(tuple(evaluation.local_tasks), tuple(evaluation.mteb_tasks))
 
 
 def _check_value(where: str, tp: Any, value: Any) -> Any:
@@ -363,7 +418,7 @@ def _checked_fields(where: str, cls: type, raw: dict[str, Any], unknown_key: str
     """Type, choice and range checks of every key of a table; ``unknown_key`` words the error
     for a key the dataclass does not have."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(unknown_key.format(key=unknown[0]) + f" (allowed: {', '.join(fields)})")
@@ -425,6 +480,7 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"training.batch_size={config.training.batch_size}"
         )
     _validate_dims(source, "training.matryoshka_dims", config.training.matryoshka_dims)
+    _validate_gguf_types(source, config.training.gguf)
     _validate_dims(source, "evaluation.compression_dims", config.evaluation.compression_dims)
     for key, reference in (
         ("training.base_model", config.training.base_model),
@@ -450,6 +506,17 @@ def _validate_cross_fields(source: str, config: Config) -> None:
         looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
         if looks_local and not resolve_path(extra.path).is_dir():
             raise ConfigError(f"{where}: not a folder: {extra.path}")
+
+
+def _validate_gguf_types(source: str, types: list[str]) -> None:
+    for i, name in enumerate(types):
+        if name not in GGUF_TYPES:
+            raise ConfigError(
+                f"{source}: training.gguf[{i}]: {name!r} is not a GGUF type llama.cpp's "
+                f"converter writes ({', '.join(GGUF_TYPES)})"
+            )
+        if types.index(name) != i:
+            raise ConfigError(f"{source}: training.gguf[{i}]: {name!r} is listed twice")
 
 
 def _validate_dims(source: str, key: str, dims: list[int]) -> None:
@@ -510,36 +577,20 @@ def load_config(path: str | Path) -> Config:
     }
     config = Config(**sections, path=path)
     _validate_cross_fields(source, config)
-    return _with_derived(config)
+    return config
 
 
-def _with_derived(config: Config) -> Config:
-    """Facts one section takes from another, resolved once here so a stage reads its own
-    section only: the dataset and training stages keep the evaluation sets out of the data,
-    and the dataset stage mines negatives with training's base model unless told otherwise."""
-    held_out = {
-        "decontamination_sets": tuple(config.evaluation.local_tasks),
-        "decontamination_registry": tuple(config.evaluation.mteb_tasks),
-    }
-    dataset = dataclasses.replace(config.dataset, hard_negatives=_mining_defaults(config))
-    sections = {
-        name: dataclasses.replace(section, **held_out) if section.decontaminate else section
-        for name, section in (("dataset", dataset), ("training", config.training))
-    }
-    return dataclasses.replace(config, **sections)
-
-
-def _mining_defaults(config: Config) -> HardNegativesSection:
-    """Training's base model and max length where ``[dataset.hard_negatives]`` leaves them
-    unset; left alone when mining is off, so training's settings do not rebuild the dataset."""
+def config_notes(config: Config) -> list[str]:
+    """Settings that are valid but do less than they seem to: said by ``python -m kit`` and
+    by the stage they concern."""
     mining = config.dataset.hard_negatives
-    if not mining.enabled:
-        return mining
-    return dataclasses.replace(
-        mining,
-        embedder=mining.embedder or config.training.base_model,
-        max_length=mining.max_length or config.training.max_length,
-    )
+    if mining.enabled and not mining.embedder:
+        return [
+            "dataset.hard_negatives: mining is off, since no trained embedder is named in "
+            "dataset.hard_negatives.embedder (an untrained base model's nearest neighbours "
+            "are noise, not hard negatives)"
+        ]
+    return []
 
 
 def section_digest(config: Config, name: str) -> str:

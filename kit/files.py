@@ -59,10 +59,6 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def digest_files(root: Path, paths: Iterable[Path], extra: str = "") -> str:
     """One SHA-256 over the names (relative to ``root``) and contents of ``paths``."""
     digest = hashlib.sha256(extra.encode("utf-8"))

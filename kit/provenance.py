@@ -1,67 +1,84 @@
-"""``provenance.json``: what each artifact was made from, written beside the artifact.
+"""``provenance.json``: what an artifact was made from, written last into the folder a stage
+publishes.
 
-Every stage writes one into the folder it publishes (the raw run, the dataset, the model, the
-evaluation results, the Space): the fingerprints of its inputs, the digest of the config
-section it used, and a few facts the next stage needs about it. The next stage reads that
-file, never another stage's config section, so a folder under ``build/`` and the same repo
-on the Hub tell the same story. Paths of the build machine never go in.
+It holds the digest of every file of code the stage ran (its own package, its data files and
+the kit modules it imports), the versions of the libraries it imports, the digests of the
+config sections it read, the content digests of its inputs and of what it published, and a
+few facts for the next stage. Because it is written last and removed before a stage changes
+its folder, a folder whose provenance matches what the stage would record now is finished
+and current (``kit.staleness`` decides that). Paths of the build machine never go in.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import kit
-from kit.config import Config, section_digest
-from kit.files import atomic_write_json, read_json_object
+from kit.artifacts import PROVENANCE_FILE, from_dict
+from kit.files import TEMP_PREFIX, atomic_write_json, digest_files, read_json_object
 
-PROVENANCE_FILE = "provenance.json"
-FORMAT_VERSION = 1
-
-
-class ProvenanceError(RuntimeError):
-    """An artifact has no readable provenance: it was not made by a finished stage."""
+FORMAT_VERSION = 2
+# The parts that decide whether an artifact is current; ``output`` and ``facts`` describe it.
+DECIDING = ("format_version", "stage", "code", "libraries", "sections", "inputs")
 
 
-def build_provenance(
-    stage: str,
-    config: Config,
-    sections: tuple[str, ...],
-    inputs: dict[str, Any],
-    facts: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "format_version": FORMAT_VERSION,
-        "stage": stage,
-        "kit_version": kit.__version__,
-        "config_sections": {name: section_digest(config, name) for name in sections},
-        "inputs": inputs,
-        "facts": facts,
-    }
+@dataclass(frozen=True)
+class Provenance:
+    stage: str
+    code: dict[str, str]
+    libraries: dict[str, str]
+    sections: dict[str, str]
+    inputs: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+    kit_version: str = ""
+    finished: bool = True
+    output: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
-def write_provenance(folder: Path, provenance: dict[str, Any]) -> Path:
-    return atomic_write_json(folder / PROVENANCE_FILE, provenance)
-
-
-def read_provenance(folder: Path, what: str) -> dict[str, Any]:
-    """The provenance of a finished artifact, or a ``ProvenanceError`` that says what to run."""
-    provenance = read_json_object(folder / PROVENANCE_FILE)
-    if provenance is None or provenance.get("format_version") != FORMAT_VERSION:
-        raise ProvenanceError(
-            f"{folder / PROVENANCE_FILE} is missing or unreadable: {what} did not finish there"
-        )
-    return provenance
-
-
-def is_current(folder: Path, expected: dict[str, Any]) -> bool:
-    """Whether the artifact in ``folder`` was made from exactly these inputs and settings."""
+def read_provenance(folder: Path) -> Provenance | None:
+    """The provenance of ``folder``; ``None`` when it is missing, torn or of another format."""
     found = read_json_object(folder / PROVENANCE_FILE)
-    if found is None:
-        return False
-    keys = ("stage", "config_sections", "inputs", "kit_version")
-    return all(found.get(key) == expected.get(key) for key in keys)
+    if found is None or found.get("format_version") != FORMAT_VERSION:
+        return None
+    try:
+        return from_dict(Provenance, found)
+    except ValueError:
+        return None
+
+
+def write_provenance(folder: Path, provenance: Provenance) -> Path:
+    return atomic_write_json(folder / PROVENANCE_FILE, dataclasses.asdict(provenance))
+
+
+def remove_provenance(folder: Path) -> None:
+    """Called before a stage changes its folder: until the new provenance lands, the folder
+    is unfinished, whatever a kill leaves in it."""
+    (folder / PROVENANCE_FILE).unlink(missing_ok=True)
+
+
+def content_digest(folder: Path, leave_out: tuple[str, ...] = ()) -> str:
+    """SHA-256 over the names and bytes of the files a stage published in ``folder``
+    (not its provenance, temporaries, or the top-level entries named in ``leave_out``)."""
+    files = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if (
+            path.is_file()
+            and relative.as_posix() != PROVENANCE_FILE
+            and not path.name.startswith(TEMP_PREFIX)
+            and relative.parts[0] not in leave_out
+        ):
+            files.append(path)
+    return digest_files(folder, files)
+
+
+def output_of(folder: Path) -> str:
+    """The published content digest of a finished artifact; empty when it has none."""
+    found = read_provenance(folder)
+    return found.output if found is not None and found.finished else ""
 
 
 def public_name(reference: str) -> str:

@@ -4,7 +4,6 @@ import argparse
 import sys
 
 from kit.cli import run_stage
-from model_card.stage import main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,4 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("model_card", main, add_arguments=add_arguments))
+    sys.exit(
+        run_stage("model_card", "model_card.stage:main", sys.argv[1:], add_arguments,
+                  runs_anyway=lambda args: args.fresh or args.skip_eval)  # fmt: skip
+    )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts import EvaluationResults, TaskSummary, TrainingRecord
 from model_card.encoders import base_model_hub_id, base_model_table
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
@@ -24,24 +25,6 @@ TAGS = [
     "synthetic-data",
     "e5-mistral-recipe",
 ]
-# Wall-clock facts (run time, finish time) stay in training_record.json: the card is a pure
-# function of the model, its data and its scores, so a re-run gives the same card.
-TRAINING_FIELDS = (
-    ("base_model", "base model"),
-    ("dataset", "dataset"),
-    ("dataset_revision", "dataset revision"),
-    ("extra_datasets", "public datasets added"),
-    ("train_rows", "training rows by shape"),
-    ("steps", "optimizer steps"),
-    ("final_loss", "final training loss"),
-    ("max_length", "max length (tokens)"),
-    ("precision", "precision"),
-    ("deepspeed", "DeepSpeed"),
-    ("seed", "seed"),
-    ("kit_version", "kit version"),
-)
-
-
 def _cell(value: Any) -> str:
     """Table cells are rendered as text: no pipes or newlines from the data break the table."""
     if isinstance(value, float):
@@ -57,8 +40,8 @@ def _prompt_cell(prompt: str) -> str:
     return f"`{prompt}`".replace("\n", "\\n").replace("|", "\\|") if prompt else "(none)"
 
 
-def _size_text(task: dict[str, Any]) -> str:
-    size = task.get("size") or {}
+def _size_text(task: TaskSummary) -> str:
+    size = task.size or {}
     if "pairs" in size:
         return f"{size['pairs']} of {size['pairs_total']} pairs"
     if "queries" in size:
@@ -69,27 +52,27 @@ def _size_text(task: dict[str, Any]) -> str:
     return "full task from the mteb registry"
 
 
-def eval_results(results: dict[str, Any], staged: dict[str, Any]) -> list[Any]:
+def eval_results(results: EvaluationResults, staged: dict[str, Any]) -> list[Any]:
     """model-index entries, one per staged mteb result file: its main score ×100."""
     from huggingface_hub import EvalResult
 
     entries = []
-    for task in results["tasks"]:
-        result = staged.get(task["name"])
+    for task in results.tasks:
+        result = staged.get(task.name)
         if result is None:
             continue
-        local = task["source"] == "local"
+        local = task.source == "local"
         entries.append(
             EvalResult(
-                task_type=task["type"],
-                task_name=task["type"],
-                dataset_type=task["name"],
-                dataset_name=task["dataset"]["name"],
+                task_type=task.type,
+                task_name=task.type,
+                dataset_type=task.name,
+                dataset_name=task.dataset["name"],
                 dataset_config="default",
                 dataset_split="test",
                 dataset_revision=result.dataset_revision,
-                metric_type=task["main_score"],
-                metric_name=task["main_score"],
+                metric_type=task.main_score,
+                metric_name=task.main_score,
                 metric_value=round(float(result.get_score()) * 100, 4),
                 source_name=f"mteb {result.mteb_version}" + (" (local task)" if local else ""),
                 source_url="https://github.com/embeddings-benchmark/mteb",
@@ -98,51 +81,52 @@ def eval_results(results: dict[str, Any], staged: dict[str, Any]) -> list[Any]:
     return entries
 
 
-def _rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(results: EvaluationResults) -> list[dict[str, Any]]:
     rows = []
-    for task in results["tasks"]:
-        trained = task["results"]["trained"]["main_score"] * 100
-        base = task["results"].get("base")
-        base_score = base["main_score"] * 100 if base else None
+    for task in results.tasks:
+        trained = task.results["trained"].main_score * 100
+        base = task.results.get("base")
+        base_score = base.main_score * 100 if base else None
         rows.append(
             {
-                "name": task["name"],
-                "type": task["type"],
-                "languages": ", ".join(task["languages"]),
-                "metric": task["main_score"],
+                "name": task.name,
+                "type": task.type,
+                "languages": ", ".join(task.languages),
+                "metric": task.main_score,
                 "trained": f"{trained:.2f}",
                 "base": "—" if base_score is None else f"{base_score:.2f}",
                 "delta": "—" if base_score is None else f"{trained - base_score:+.2f}",
-                "source": "local copy" if task["source"] == "local" else "mteb registry",
-                "dataset": task["dataset"],
+                "source": "local copy" if task.source == "local" else "mteb registry",
+                "dataset": task.dataset,
                 "size": _size_text(task),
-                "prompt": _prompt_cell(task["query_prompt"]),
-                "prompt_source": task["prompt_source"],
-                "symmetric": task["document_prompt"] != "",
+                "prompt": _prompt_cell(task.query_prompt),
+                "prompt_source": task.prompt_source,
+                "symmetric": task.document_prompt != "",
             }
         )
     return rows
 
 
-def compression_table(results: dict[str, Any]) -> dict[str, Any] | None:
+def compression_table(results: EvaluationResults) -> dict[str, Any] | None:
     """Each stored form of the vectors, its bytes per vector and its score on every task,
     with the share of the full-width fp32 score it keeps (``None``: not measured)."""
-    ladder = results.get("compression")
+    ladder = results.compression
     if not ladder:
         return None
-    tasks = [t for t in results["tasks"] if t["results"]["trained"].get("compression")]
+    tasks = [t for t in results.tasks if t.results["trained"].compression]
     width = ladder["width"]
     rows = [{"name": f"{width} dims, fp32 (full)", "bytes": 4 * width,
-             "scores": [f"{t['results']['trained']['main_score'] * 100:.2f}" for t in tasks],
+             "scores": [f"{t.results['trained'].main_score * 100:.2f}" for t in tasks],
              "kept": "100%"}]  # fmt: skip
     for variant in ladder["variants"]:
         scores, kept = [], []
         for task in tasks:
-            full = task["results"]["trained"]["main_score"]
-            score = task["results"]["trained"]["compression"][variant["name"]]["main_score"]
+            trained = task.results["trained"]
+            assert trained.compression is not None
+            score = trained.compression[variant["name"]].main_score
             scores.append(f"{score * 100:.2f}")
-            if full > 0:
-                kept.append(score / full)
+            if trained.main_score > 0:
+                kept.append(score / trained.main_score)
         name = variant["name"] + (", fp32" if variant["truncate_dim"] else f", {width} dims")
         rows.append(
             {
@@ -153,7 +137,7 @@ def compression_table(results: dict[str, Any]) -> dict[str, Any] | None:
             }
         )
     return {
-        "tasks": [t["name"] for t in tasks],
+        "tasks": [t.name for t in tasks],
         "rows": rows,
         "matryoshka_dims": ladder["matryoshka_dims"],
         "example_dim": next(
@@ -162,25 +146,51 @@ def compression_table(results: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:,.0f} MiB"
+
+
+def gguf_rows(results: EvaluationResults | None) -> list[dict[str, Any]]:
+    """One row per GGUF file checked against the safetensors model."""
+    rows = []
+    for check in results.gguf if results else []:
+        rows.append(
+            {
+                "file": check.file,
+                "size": _size(check.bytes),
+                "min_cosine": f"{check.min_cosine:.5f}",
+                "mean_cosine": f"{check.mean_cosine:.5f}",
+                "task_scores": [
+                    f"{check.scores[t.name]:.2f}" if t.name in check.scores else "—"
+                    for t in results.tasks
+                ],
+                "speed": f"{check.speedup_vs_torch:g}×" if check.speedup_vs_torch else "—",
+                "verdict": ("passed" if check.passed else "**failed**") + f": {check.rule}",
+            }
+        )
+    return rows
+
+
 def build_card(
     *,
     repo_id: str,
     model: Any,
-    training_record: dict[str, Any] | None,
-    results: dict[str, Any] | None,
+    training_record: TrainingRecord | None,
+    results: EvaluationResults | None,
     staged: dict[str, Any],
     license_id: str,
     dataset_id: str | None,
     languages: list[str],
     not_evaluated_reason: str,
     data_caveat: str = "",
+    safetensors_bytes: int = 0,
 ) -> Any:
     """Render the card; ``results`` is ``None`` (or has no tasks) for an unevaluated model."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    record = training_record or {}
-    base_ref = record.get("base_model", "")
-    evaluated = bool(results and results.get("tasks"))
+    record = training_record
+    base_ref = record.base_model if record else ""
+    evaluated = results is not None and bool(results.tasks)
     card_data = ModelCardData(
         model_name=repo_id,
         base_model=base_model_hub_id(base_ref) if base_ref else None,
@@ -197,9 +207,10 @@ def build_card(
         f"`{base_ref}`" if base_ref else "a decoder"
     )
     prompts = sorted((model.prompts or {}).items())
-    training = [(label, _cell(record[key])) for key, label in TRAINING_FIELDS if key in record]
-    hyper = sorted((k, _cell(v)) for k, v in (record.get("hyperparameters") or {}).items())
+    training = [(label, _cell(value)) for label, value in record.card_rows()] if record else []
+    hyper = sorted((k, _cell(v)) for k, v in (record.hyperparameters if record else {}).items())
     query_prompt = (model.prompts or {}).get("query", "")
+    gguf = gguf_rows(results if evaluated else None)
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -216,11 +227,18 @@ def build_card(
         training=training,
         hyperparameters=hyper,
         evaluated=evaluated,
-        has_base=evaluated and any("base" in t["results"] for t in results["tasks"]),
+        has_base=evaluated and any("base" in t.results for t in results.tasks),
         rows=_rows(results) if evaluated else [],
         compression=compression_table(results) if evaluated else None,
-        mteb_version=(results or {}).get("mteb_version", ""),
-        skipped=(results or {}).get("skipped", []),
+        mteb_version=results.mteb_version if results else "",
+        skipped=results.skipped if results else [],
         not_evaluated_reason=not_evaluated_reason,
         data_caveat=data_caveat,
+        gguf_files=list(record.gguf_files) if record else [],
+        gguf=gguf,
+        gguf_tasks=[t.name for t in results.tasks] if gguf else [],
+        gguf_reference=[f"{t.results['trained'].main_score * 100:.2f}" for t in results.tasks]
+        if gguf
+        else [],
+        safetensors_size=_size(safetensors_bytes) if safetensors_bytes else "—",
     )

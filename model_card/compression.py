@@ -27,9 +27,6 @@ import numpy as np
 
 from kit.cli import StageError
 
-# Changing how a variant is derived changes this, so cached variant results are recomputed.
-METHOD = "v1;int8=minmax-over-task;binary=sign"
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -51,10 +48,6 @@ class Variant:
         if self.truncate_dim is not None:
             return 4 * self.truncate_dim
         return {"int8": width, "binary": width / 8}[self.precision]
-
-    def fingerprint(self, run_fingerprint: str) -> str:
-        text = f"{run_fingerprint};{self.name};{METHOD}"
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def report_dims(configured: list[int], trained: list[int], width: int) -> list[int]:

@@ -17,11 +17,10 @@ from typing import Any
 from kit.bundled import resolve_model
 from kit.cli import StageError
 from kit.embedder import RECIPE, build_embedder, check_model_appends_eos
-from kit.files import digest_files
+from kit.provenance import content_digest, output_of
+from kit.staleness import reference_identity
 
 BASE_MODELS_FILE = Path(__file__).with_name("base_models.json")
-# What this stage writes into the model folder; not part of the model's fingerprint.
-CARD_OUTPUTS = ("README.md", "eval_results.png", "results")
 
 
 @dataclass
@@ -59,18 +58,6 @@ def cache_name(reference: str) -> str:
     return reference
 
 
-def folder_fingerprint(folder: Path, extra: str = "") -> str:
-    """Content hash of a model folder, leaving out what this stage writes into it."""
-    files = [
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and p.relative_to(folder).parts[0] not in CARD_OUTPUTS
-        and not p.relative_to(folder).as_posix().startswith(".")
-    ]
-    return digest_files(folder, files, extra)[:16]
-
-
 def load_trained(model_dir: Path, name: str) -> Embedder:
     from sentence_transformers import SentenceTransformer
 
@@ -81,7 +68,8 @@ def load_trained(model_dir: Path, name: str) -> Embedder:
         )
     model = SentenceTransformer(str(model_dir), device="cpu")
     check_model_appends_eos(model, str(model_dir))
-    return Embedder("trained", model, name, folder_fingerprint(model_dir), name)
+    revision = (output_of(model_dir) or content_digest(model_dir))[:16]
+    return Embedder("trained", model, name, revision, name)
 
 
 def build_base(reference: str, max_seq_length: int) -> Embedder:
@@ -89,12 +77,12 @@ def build_base(reference: str, max_seq_length: int) -> Embedder:
     path = resolve_model(reference)
     model = build_embedder(path, max_seq_length, device="cpu")
     wrapping = f"{RECIPE};max_seq_length={max_seq_length}"
-    local = Path(path)
-    if local.is_dir():
-        revision = folder_fingerprint(local, wrapping)
+    if Path(path).is_dir():
+        identity = reference_identity(reference)  # a bundled name or a local folder
     else:
         commit = getattr(model[0].model.config, "_commit_hash", None) or "main"
-        revision = hashlib.sha256(f"{path}@{commit};{wrapping}".encode()).hexdigest()[:16]
+        identity = f"{path}@{commit}"
+    revision = hashlib.sha256(f"{identity};{wrapping}".encode()).hexdigest()[:16]
     return Embedder("base", model, cache_name(reference), revision, reference)
 
 

@@ -7,6 +7,7 @@ them exactly like registry tasks.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from kit.evalsets import (
@@ -22,7 +23,7 @@ MTEB_TYPES = {"retrieval": "Retrieval", "sts": "STS", "bitext": "BitextMining"}
 MAIN_SCORES = {"retrieval": "ndcg_at_10", "sts": "cosine_spearman", "bitext": "f1"}
 
 
-def _metadata(task: LocalTask, fingerprint: str, public_name: str) -> Any:
+def _metadata(task: LocalTask, revision: str, public_name: str) -> Any:
     from mteb import TaskMetadata
 
     return TaskMetadata(
@@ -33,7 +34,7 @@ def _metadata(task: LocalTask, fingerprint: str, public_name: str) -> Any:
         eval_splits=["test"],
         eval_langs=task.language_codes,
         main_score=MAIN_SCORES[task.type],
-        dataset={"path": f"local/{task.name}", "revision": fingerprint},
+        dataset={"path": f"local/{task.name}", "revision": revision},
     )
 
 
@@ -94,11 +95,12 @@ def _pair_task(metadata: Any, task: LocalTask) -> tuple[Any, dict[str, int]]:
     return cls(), {"pairs": len(pairs), "pairs_total": data.total_pairs}
 
 
-def local_mteb_task(task: LocalTask) -> tuple[Any, dict[str, int], dict[str, str], str]:
-    """The mteb task, its size, its public source and its data fingerprint."""
-    fingerprint = data_fingerprint(task)
+def local_mteb_task(task: LocalTask, prompts: str) -> tuple[Any, dict[str, int], dict[str, str]]:
+    """The mteb task, its size and its public source. Its dataset revision stands for its
+    data, caps and ``prompts``: mteb's cache reuses a result only at the same revision."""
+    revision = hashlib.sha256(f"{data_fingerprint(task)}\n{prompts}".encode()).hexdigest()
     source = source_of(task)
-    metadata = _metadata(task, fingerprint, source.get("name", task.name))
+    metadata = _metadata(task, revision[:16], source.get("name", task.name))
     build = _retrieval_task if task.type == "retrieval" else _pair_task
     mteb_task, size = build(metadata, task)
-    return mteb_task, size, source, fingerprint
+    return mteb_task, size, source

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
+from kit.artifacts import EvaluationResults
 from kit.files import atomic_write_bytes
 
 
-def plot_results(results: dict[str, Any], out_path: Path) -> Path:
+def plot_results(results: EvaluationResults, out_path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = results["tasks"]
-    labels = [f"{t['name']}\n({t['main_score']})" for t in tasks]
-    trained = [t["results"]["trained"]["main_score"] * 100 for t in tasks]
-    has_base = all("base" in t["results"] for t in tasks)
+    tasks = results.tasks
+    labels = [f"{t.name}\n({t.main_score})" for t in tasks]
+    trained = [t.results["trained"].main_score * 100 for t in tasks]
+    has_base = all("base" in t.results for t in tasks)
     height = 0.38 if has_base else 0.6
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.8 * len(tasks)))
     positions = list(range(len(tasks)))
@@ -31,7 +31,7 @@ def plot_results(results: dict[str, Any], out_path: Path) -> Path:
     )
     ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
     if has_base:
-        base = [t["results"]["base"]["main_score"] * 100 for t in tasks]
+        base = [t.results["base"].main_score * 100 for t in tasks]
         bars = ax.barh(
             [p + height / 2 for p in positions],
             base,
@@ -46,7 +46,7 @@ def plot_results(results: dict[str, Any], out_path: Path) -> Path:
     ax.set_xlim(low - 5 if low < 0 else 0, 105)
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("score × 100 (main metric of each task)")
-    ax.set_title(f"mteb {results['mteb_version']}: this model vs. its base model")
+    ax.set_title(f"mteb {results.mteb_version}: this model vs. its base model")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     image = io.BytesIO()

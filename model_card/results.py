@@ -2,9 +2,9 @@
 
 mteb's ``ResultCache`` keeps one JSON file per task under
 ``results/<org>__<model>/<revision>/`` with a ``model_meta.json`` beside them: the layout the
-mteb results repository takes. The same files are copied into the model folder, so they are
-published with the model, and the card's model-index is read back from those copies; the
-card can therefore show no number that is not in a result file.
+mteb results repository takes. The same files are copied into the card folder, so they are
+published in the model repo beside the card, and the card's model-index is read back from
+those copies; the card can therefore show no number that is not in a result file.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ MODEL_META = "model_meta.json"
 EXPERIMENTS_DIR = "experiments"
 
 
-def stage_results(cache_dir: Path, model_dir: Path, task_files: list[str]) -> list[Path]:
+def stage_results(cache_dir: Path, card_dir: Path, task_files: list[str]) -> list[Path]:
     """Copy the listed result files (relative to ``cache_dir``) and their ``model_meta.json``
-    into ``model_dir/results``; stale result files of earlier runs are removed."""
-    staged_root = model_dir / RESULTS_DIR
+    into ``card_dir/results``; stale result files of earlier runs are removed."""
+    staged_root = card_dir / RESULTS_DIR
     wanted = {Path(name) for name in task_files}
     wanted |= {name.parent / MODEL_META for name in list(wanted)}
     wanted = {name for name in wanted if (cache_dir / name).is_file()}
@@ -50,13 +50,13 @@ def _remove_empty_folders(root: Path) -> None:
             shutil.rmtree(folder)
 
 
-def staged_scores(model_dir: Path) -> dict[str, Any]:
-    """Task name -> mteb ``TaskResult`` read from the files staged with the model; the
+def staged_scores(card_dir: Path) -> dict[str, Any]:
+    """Task name -> mteb ``TaskResult`` read from the files staged with the card; the
     compression variants' files (under ``experiments/``) are not the model's own scores."""
     from mteb import TaskResult
 
     found = {}
-    for path in sorted((model_dir / RESULTS_DIR).rglob("*.json")):
+    for path in sorted((card_dir / RESULTS_DIR).rglob("*.json")):
         if path.name != MODEL_META and EXPERIMENTS_DIR not in path.parts:
             result = TaskResult.from_disk(path)
             found[result.task_name] = result

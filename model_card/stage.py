@@ -1,67 +1,59 @@
 """The model_card stage: evaluate the trained model (and its base), then write the card.
 
-Inputs are the published model folder (``SentenceTransformer(model_dir)`` plus its
-``training_record.json``) and the config; outputs are mteb results under ``eval_dir`` and
-``README.md`` + ``eval_results.png`` in the model folder.
+Inputs are the published model folder (``SentenceTransformer(model_dir)`` plus its training
+record) and ``[evaluation]``; outputs are mteb's result cache and ``results.json`` under
+``eval_dir``, and the card folder (``README.md``, ``eval_results.png`` and the trained
+model's mteb result files), which the release stage puts beside the model's own files.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
-import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any
 
+from kit.artifacts import (
+    TRAINING_RECORD_FILE,
+    EvaluationResults,
+    GgufCheck,
+    TaskSummary,
+    TrainingRecord,
+    read_training_record,
+    write_evaluation_results,
+)
 from kit.cli import StageError
 from kit.config import Config
-from kit.files import atomic_write_text, read_json_object
+from kit.files import atomic_write_text
 from kit.net import hub_reachable
-from kit.paths import layout
-from kit.provenance import build_provenance, write_provenance
+from kit.staleness import StageRun
 from model_card.card import build_card
 from model_card.compression import Variant, report_dims, variants_for
 from model_card.encoders import Embedder, build_base, load_trained
-from model_card.evaluation import (
-    build_results,
-    evaluate_model,
-    load_results,
-    previous_fingerprints,
-    write_results,
+from model_card.evaluation import build_results, evaluate_model
+from model_card.gguf_check import (
+    VERIFICATION_FILE,
+    check_file,
+    gguf_files,
+    write_verification,
 )
 from model_card.plot import plot_results
 from model_card.results import stage_results, staged_scores
 from model_card.tasks import EvalTask, local_eval_task, registry_eval_task
 
 log = logging.getLogger(__name__)
-TRAINING_RECORD = "training_record.json"
 PLOT_FILE = "eval_results.png"
 
 
-def read_training_record(model_dir: Path) -> dict[str, Any] | None:
-    path = model_dir / TRAINING_RECORD
-    if not path.is_file():
-        log.warning("%s not found: the card will say the training details are unknown", path)
+def training_record(model_dir: Path) -> TrainingRecord | None:
+    """The model's training record; without one the card says the training is unknown."""
+    if not (model_dir / TRAINING_RECORD_FILE).is_file():
+        log.warning("%s not found: the card will say the training details are unknown",
+                    model_dir / TRAINING_RECORD_FILE)  # fmt: skip
         return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StageError(
-            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); the training stage did not "
-            "finish: run `make train` again"
-        ) from None
-    if not isinstance(record, dict):
-        raise StageError(f"{path}: expected a JSON object")
-    return record
-
-
-def model_facts(model_dir: Path) -> dict[str, Any]:
-    """What the training stage recorded about the model's data (its provenance.json)."""
-    provenance = read_json_object(model_dir / "provenance.json") or {}
-    return provenance.get("facts") or {}
+    return read_training_record(model_dir)
 
 
 def collect_tasks(config: Config) -> tuple[list[EvalTask], list[dict]]:
@@ -89,23 +81,23 @@ def collect_tasks(config: Config) -> tuple[list[EvalTask], list[dict]]:
     return tasks, skipped
 
 
-def data_caveat(facts: dict[str, Any]) -> str:
-    generator = facts.get("generator") or {}
-    if generator.get("bundled_small_model"):
+def data_caveat(record: TrainingRecord | None) -> str:
+    generator = record.generator if record else None
+    if generator and generator.bundled_small_model:
         return (
-            f"This release used a very small local generator ({generator.get('model')}), so "
+            f"This release used a very small local generator ({generator.model}), so "
             "its synthetic data is weak: it shows the pipeline working end to end, not paper "
             "quality."
         )
-    if generator.get("model"):
-        return f"The generator was {generator['model']}."
+    if generator and generator.model:
+        return f"The generator was {generator.model}."
     return "The generator of the training data is not recorded."
 
 
-def base_reference(config: Config, record: dict[str, Any] | None) -> str | None:
+def base_reference(config: Config, record: TrainingRecord | None) -> str | None:
     """The base model to compare with: the record's, unless it names a local folder, whose
     path a published record never holds (then ``evaluation.base_model``)."""
-    recorded = (record or {}).get("base_model") or ""
+    recorded = record.base_model if record else ""
     if config.evaluation.base_model:
         return config.evaluation.base_model
     if recorded and not recorded.startswith("local:"):
@@ -126,20 +118,44 @@ def compression_variants(config: Config, width: int, trained_dims: list[int]) ->
     return variants_for(report_dims(config.evaluation.compression_dims, trained_dims, width))
 
 
-def result_files(task: dict[str, Any]) -> list[str]:
+def result_files(task: TaskSummary) -> list[str]:
     """The trained model's result files of a task: its own and its compression variants'."""
-    trained = task["results"]["trained"]
-    compressed = (trained.get("compression") or {}).values()
-    return [trained["scores_file"], *(v["scores_file"] for v in compressed)]
+    trained = task.results["trained"]
+    compressed = (trained.compression or {}).values()
+    return [trained.scores_file, *(v.scores_file for v in compressed)]
+
+
+def check_ggufs(
+    config: Config,
+    trained: Embedder,
+    record: TrainingRecord | None,
+    tasks: list[EvalTask],
+    results: EvaluationResults,
+) -> list[GgufCheck]:
+    """Each GGUF file the training record lists, served by llama.cpp and judged against the
+    trained model's own scores (none when ``evaluation.gguf_check`` is off)."""
+    if not config.evaluation.gguf_check or record is None:
+        return []
+    scores = {t.name: round(t.results["trained"].main_score * 100, 2) for t in results.tasks}
+    files = gguf_files(config.layout.model_dir, record.gguf_files)
+    checks = [
+        check_file(path, config.layout.model_dir, trained, tasks, scores,
+                   config.evaluation.batch_size)  # fmt: skip
+        for path in files
+    ]
+    for check in checks:
+        log.info("GGUF %s: %s (minimum cosine %.5f)", check.type,
+                 "passed" if check.passed else "FAILED", check.min_cosine)  # fmt: skip
+    return checks
 
 
 def run_evaluation(
     config: Config,
     trained: Embedder,
-    record: dict[str, Any] | None,
+    record: TrainingRecord | None,
     eval_dir: Path,
     fresh: bool,
-) -> tuple[dict[str, Any] | None, str]:
+) -> tuple[EvaluationResults | None, str]:
     """Evaluate; return the results (or ``None``) and, when none, the reason the card gives."""
     tasks, skipped = collect_tasks(config)
     if not tasks:
@@ -149,30 +165,28 @@ def run_evaluation(
             else "No evaluation tasks are configured (evaluation.local_tasks, "
             "evaluation.mteb_tasks)."
         )
-        return ({"tasks": [], "skipped": skipped} if skipped else None), reason
+        return (EvaluationResults("", {}, [], skipped) if skipped else None), reason
     started = time.monotonic()
-    previous = previous_fingerprints(load_results(eval_dir))
     batch = config.evaluation.batch_size
     width = trained.model.get_embedding_dimension()
-    trained_dims = list((record or {}).get("matryoshka_dims") or [])
+    trained_dims = list(record.matryoshka_dims) if record else []
     ladder = compression_variants(config, width, trained_dims)
-    per_model = {
-        "trained": evaluate_model(trained, tasks, eval_dir, batch, previous, fresh, True, ladder)
-    }
+    per_model = {"trained": evaluate_model(trained, tasks, eval_dir, batch, fresh, True, ladder)}
     embedders = [trained]
     base_ref = base_reference(config, record)
     if config.evaluation.evaluate_base and base_ref:
-        max_length = int((record or {}).get("max_length") or trained.model.max_seq_length)
+        max_length = record.max_length if record else trained.model.max_seq_length
         base = build_base(base_ref, max_length)
-        per_model["base"] = evaluate_model(base, tasks, eval_dir, batch, previous, fresh)
+        per_model["base"] = evaluate_model(base, tasks, eval_dir, batch, fresh)
         embedders.append(base)
         del base
         gc.collect()
     elif config.evaluation.evaluate_base:
         log.warning("no base model to compare with: the base model is not evaluated")
     results = build_results(embedders, tasks, per_model, skipped)
+    compression = None
     if ladder:
-        results["compression"] = {
+        compression = {
             "width": width,
             "matryoshka_dims": trained_dims,
             "variants": [
@@ -185,54 +199,58 @@ def run_evaluation(
                 for v in ladder
             ],
         }
-    results["wall_time_s"] = round(time.monotonic() - started, 1)
-    log.info("evaluation took %.1f s wall time", results["wall_time_s"])
-    log.info("results written to %s", write_results(eval_dir, results))
+    results = dataclasses.replace(
+        results,
+        compression=compression,
+        gguf=check_ggufs(config, trained, record, tasks, results),
+        wall_time_s=round(time.monotonic() - started, 1),
+    )
+    log.info("evaluation took %.1f s wall time", results.wall_time_s)
+    log.info("results written to %s", write_evaluation_results(eval_dir, results))
     return results, ""
 
 
-def main(config: Config, args: argparse.Namespace) -> None:
-    paths = layout(str(config.path))
-    model_dir, eval_dir = Path(paths["model_dir"]), Path(paths["eval_dir"])
+def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
+    layout = config.layout
+    model_dir, eval_dir, card_dir = layout.model_dir, layout.eval_dir, stage.folder
     repo_id = config.hub.repo_id("model")
-    record = read_training_record(model_dir)
+    record = training_record(model_dir)
     trained = load_trained(model_dir, repo_id)
-    if getattr(args, "skip_eval", False):
+    skip_eval = getattr(args, "skip_eval", False)
+    if skip_eval:
         results, reason = None, "Evaluation was skipped when this card was written."
     else:
         results, reason = run_evaluation(
             config, trained, record, eval_dir, getattr(args, "fresh", False)
         )
-    evaluated = bool(results and results.get("tasks"))
-    tasks = results["tasks"] if evaluated else []
-    stage_results(eval_dir, model_dir, [name for t in tasks for name in result_files(t)])
-    plot_path = model_dir / PLOT_FILE
-    if evaluated:
+    evaluated = results is not None and bool(results.tasks)
+    tasks = results.tasks if results is not None and evaluated else []
+    stage.begin()
+    stage_results(eval_dir, card_dir, [name for t in tasks for name in result_files(t)])
+    verification = card_dir / VERIFICATION_FILE
+    if results is not None and results.gguf:
+        write_verification(card_dir, results.gguf)
+    else:
+        verification.unlink(missing_ok=True)
+    plot_path = card_dir / PLOT_FILE
+    if results is not None and evaluated:
         plot_results(results, plot_path)
-    elif plot_path.exists():
-        os.remove(plot_path)
-    facts = model_facts(model_dir)
+    else:
+        plot_path.unlink(missing_ok=True)
     card = build_card(
         repo_id=repo_id,
         model=trained.model,
         training_record=record,
         results=results,
-        staged=staged_scores(model_dir),
+        staged=staged_scores(card_dir),
         license_id=config.evaluation.model_license,
-        dataset_id=facts.get("dataset_repo_id") or config.hub.repo_id("dataset"),
-        languages=facts.get("languages") or [],
+        dataset_id=(record.dataset_repo_id if record else None) or config.hub.repo_id("dataset"),
+        languages=record.languages if record else [],
         not_evaluated_reason=reason,
-        data_caveat=data_caveat(facts),
+        data_caveat=data_caveat(record),
+        safetensors_bytes=sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
     )
-    atomic_write_text(model_dir / "README.md", str(card))
-    write_provenance(
-        eval_dir,
-        build_provenance(
-            "model_card",
-            config,
-            ("evaluation",),
-            {"model": trained.revision},
-            {"tasks": [t["name"] for t in (results or {}).get("tasks", [])]},
-        ),
-    )
-    log.info("model card written to %s", model_dir / "README.md")
+    atomic_write_text(card_dir / "README.md", str(card))
+    # A card written without evaluating is not the card of this config: the next run redoes it.
+    stage.publish(facts={"tasks": [t.name for t in tasks]}, finished=not skip_eval)
+    log.info("model card written to %s", card_dir / "README.md")

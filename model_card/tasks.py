@@ -27,7 +27,6 @@ class EvalTask:
     type: str
     languages: list[str]
     instruction: Instruction
-    fingerprint: str
     dataset: dict[str, str]
     size: dict[str, int] = field(default_factory=dict)
 
@@ -70,14 +69,15 @@ def local_instruction(task: LocalTask) -> Instruction:
 
 def local_eval_task(task: LocalTask) -> EvalTask:
     """Load, check and cap a local task, then wrap it as an mteb task."""
-    mteb_task, size, source, fingerprint = local_mteb_task(task)
+    instruction = local_instruction(task)
+    prompts = f"{instruction.query_prompt}\n{instruction.document_prompt}"
+    mteb_task, size, source = local_mteb_task(task, prompts)
     return EvalTask(
         task=mteb_task,
         source="local",
         type=MTEB_TYPES[task.type],
         languages=task.language_codes,
-        instruction=local_instruction(task),
-        fingerprint=fingerprint,
+        instruction=instruction,
         dataset={"name": source.get("name", task.name), **source},
         size=size,
     )
@@ -98,7 +98,6 @@ def registry_eval_task(name: str) -> EvalTask:
         type=meta.type,
         languages=list(meta.bcp47_codes),
         instruction=_registry_instruction(name, "evaluation.mteb_tasks"),
-        fingerprint=f"{meta.dataset['path']}@{meta.dataset['revision']}",
         dataset={
             "name": f"MTEB {name}",
             "url": str(meta.reference or f"https://huggingface.co/datasets/{meta.dataset['path']}"),

@@ -21,7 +21,7 @@ from huggingface_hub.hf_api import RepoFile
 
 from kit.cli import StageError
 from kit.retry import call_with_retries
-from release.staging import RepoPlan
+from release.staging import RepoPlan, repo_url
 
 LOG = logging.getLogger("release")
 RETRIED_STATUS = (408, 429, 500, 502, 503, 504)
@@ -147,6 +147,5 @@ def push_repo(
     commit = commit_repo(api, plan, message, description, retries)
     if tag:
         ensure_tag(api, plan, tag, commit, message)
-    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[plan.kind]
-    url = f"{api.endpoint}/{prefix}{plan.repo_id}"
+    url = repo_url(api.endpoint, plan.kind, plan.repo_id)
     return PushResult(plan.kind, plan.repo_id, commit, commit != head_before, url)

@@ -21,17 +21,11 @@ import kit
 from kit.cli import StageError
 from kit.config import Config
 from kit.logs import redact
-from kit.paths import hub_endpoint
+from kit.staleness import StageRun, hub_endpoint
 from release.publish import PushResult, push_repo, with_retries
 from release.staging import RepoPlan, describe, plan_release
 
 LOG = logging.getLogger("release")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dry-run", action="store_true", help="list what would be pushed, even with a token"
-    )
 
 
 def config_digest(path: Path) -> str:
@@ -49,9 +43,10 @@ def commit_text(config: Config, plan: RepoPlan, digest: str) -> tuple[str, str]:
     return title, body
 
 
-def main(config: Config, args: argparse.Namespace) -> None:
+def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    plans = plan_release(config, config.path)
+    stage.begin()
+    plans = plan_release(config)
     endpoint = hub_endpoint()
     token = os.environ.get(config.hub.token_env, "").strip()
     listing = describe(plans, endpoint, config.hub.private)
@@ -60,6 +55,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
         print(f"Nothing pushed ({reason}). Staged release, as it would be pushed:\n{listing}")
         if not token:
             print(f"To publish: export {config.hub.token_env}=<a Hub write token>; make push")
+            stage.publish()
         return
     if constants.is_offline_mode():
         raise StageError(
@@ -75,6 +71,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
     for result in results:
         state = "new commit" if result.created_commit else "unchanged, no commit"
         print(f"{result.kind:<8} {result.url} @ {result.commit[:12]} ({state})")
+    stage.publish(facts={r.kind: r.commit for r in results})
 
 
 def publish(config: Config, plans: list[RepoPlan], token: str, endpoint: str) -> list[PushResult]:

@@ -1,27 +1,37 @@
-"""Which staged files make up each Hub repo, and the listing printed before (or instead of) a push.
+"""Which files make up each Hub repo, assembled from the stages that made them, and the listing
+printed before (or instead of) a push.
 
-Each repo has an allow-list: only files a user of that repo needs are published, so training
-checkpoints, caches and stray files in ``build/`` never leave the machine by accident.
+Each repo is put together in ``build/release/<kind>`` from the folders the stages published
+(hard links, so nothing is copied): the dataset repo is the dataset stage's folder, the model
+repo is the training stage's model folder plus the model_card stage's card folder, and the
+Space repo is the space stage's folder. Each repo has an allow-list: only files a user of that
+repo needs are published, so checkpoints, caches and stray files never leave the machine by
+accident.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import constants
 from huggingface_hub.utils import filter_repo_objects
 from tqdm import tqdm
 
+from kit.artifacts import PROVENANCE_FILE
 from kit.cli import StageError
 from kit.config import REPO_KINDS, Config
-from kit.paths import layout
+from kit.files import TEMP_PREFIX
 
 ALLOW_PATTERNS: dict[str, tuple[str, ...]] = {
-    "dataset": ("README.md", "data/*.parquet", "*.png", "provenance.json"),
+    "dataset": ("README.md", "data/*.parquet", "*.png", PROVENANCE_FILE),
     "model": (
         "README.md",
         "*.json",  # config, tokenizer, modules, pooling, record, provenance, results/**
         "*.safetensors",
+        "gguf/*.gguf",  # llama.cpp files (training.gguf), verified in gguf/verification.json
         "tokenizer.model",
         "*.txt",  # merges.txt / vocab.txt of BPE and WordPiece tokenizers
         "*.jinja",  # chat templates saved next to the tokenizer
@@ -55,6 +65,23 @@ REQUIRED_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 PRODUCED_BY = {"dataset": "make dataset", "model": "make evaluate", "space": "make space"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A stage's folder that a repo takes its files from; only the repo's first source
+    contributes its ``provenance.json`` (the model repo carries training's)."""
+
+    layout_field: str
+    made_by: str
+    with_provenance: bool
+
+
+REPO_SOURCES: dict[str, tuple[Source, ...]] = {
+    "dataset": (Source("dataset_dir", "make dataset", True),),
+    "model": (Source("model_dir", "make train", True), Source("card_dir", "make evaluate", False)),
+    "space": (Source("space_dir", "make space", True),),
+}
 
 
 @dataclass(frozen=True)
@@ -92,33 +119,66 @@ def is_published(kind: str, path_in_repo: str) -> bool:
     return bool(list(kept))
 
 
-def plan_repo(kind: str, repo_id: str, folder: Path) -> RepoPlan:
-    """Collect the allow-listed files of one staged folder; fail if the folder is incomplete."""
+def _source_files(kind: str, source: Source, folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise StageError(f"{kind} folder {folder} does not exist: run `{PRODUCED_BY[kind]}` first")
+        raise StageError(f"{kind} folder {folder} does not exist: run `{source.made_by}` first")
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and not path.name.startswith(TEMP_PREFIX)
+        and (source.with_provenance or path.relative_to(folder).as_posix() != PROVENANCE_FILE)
+    }
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` becomes ``source`` (a hard link; a copy across file systems), in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{TEMP_PREFIX}{target.name}")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copy2(source, temporary)
+    os.replace(temporary, target)
+
+
+def assemble_repo(kind: str, repo_id: str, config: Config) -> RepoPlan:
+    """Put the repo together in ``release_dir/<kind>`` from its sources; fail if one is
+    incomplete. Files of an earlier assembly that no source has any more are removed."""
+    layout = config.layout
+    wanted: dict[str, Path] = {}
+    for source in REPO_SOURCES[kind]:
+        for name, path in _source_files(kind, source, getattr(layout, source.layout_field)).items():
+            wanted[name] = path  # a later source wins: the card over a README in the model
+    folder = layout.release_dir / kind
     files, left_out = [], []
-    for local in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = local.relative_to(folder).as_posix()
-        if is_published(kind, rel):
-            files.append(StagedFile(rel, local, local.stat().st_size))
+    for name, path in wanted.items():
+        if is_published(kind, name):
+            target = folder / name
+            if not (target.is_file() and os.path.samefile(path, target)):
+                _link(path, target)
+            files.append(StagedFile(name, target, target.stat().st_size))
         else:
-            left_out.append(rel)
+            left_out.append(name)
+    if folder.is_dir():
+        kept = {f.path_in_repo for f in files}
+        for old in folder.rglob("*"):
+            if old.is_file() and old.relative_to(folder).as_posix() not in kept:
+                old.unlink()
     names = [f.path_in_repo for f in files]
     for pattern, what in REQUIRED_FILES[kind]:
         if not list(filter_repo_objects(names, allow_patterns=pattern)):
             raise StageError(
-                f"{kind} folder {folder} has no {what}: run `{PRODUCED_BY[kind]}` first"
+                f"{kind} repo has no {what}: run `{PRODUCED_BY[kind]}` first"
             )
     return RepoPlan(kind, repo_id, folder, tuple(files), tuple(left_out))
 
 
-def plan_release(config: Config, config_path: str | Path) -> list[RepoPlan]:
-    """The three repos of a release, in push order (data before the model that cites it)."""
-    places = layout(str(config_path))
-    return [
-        plan_repo(kind, config.hub.repo_id(kind), Path(places[f"{kind}_dir"]))
-        for kind in REPO_KINDS
-    ]
+def plan_release(config: Config) -> list[RepoPlan]:
+    """The three repos of a release, assembled, in push order (data before the model that
+    cites it)."""
+    return [assemble_repo(kind, config.hub.repo_id(kind), config) for kind in REPO_KINDS]
 
 
 def human_size(num_bytes: int) -> str:
@@ -131,7 +191,7 @@ def describe(plans: list[RepoPlan], endpoint: str, private: bool) -> str:
     lines = []
     for plan in plans:
         lines.append(
-            f"{plan.kind:<8} {endpoint}/{_url_prefix(plan.kind)}{plan.repo_id} ({visibility}) "
+            f"{plan.kind:<8} {repo_url(endpoint, plan.kind, plan.repo_id)} ({visibility}) "
             f"from {plan.folder}: {len(plan.files)} files, {human_size(plan.total_bytes)}"
         )
         width = max(len(f.path_in_repo) for f in plan.files)
@@ -144,5 +204,6 @@ def describe(plans: list[RepoPlan], endpoint: str, private: bool) -> str:
     return "\n".join(lines)
 
 
-def _url_prefix(kind: str) -> str:
-    return {"model": "", "dataset": "datasets/", "space": "spaces/"}[kind]
+def repo_url(endpoint: str, kind: str, repo_id: str) -> str:
+    """The repo's page on the Hub, with the Hub's own prefix for its kind (``datasets/``...)."""
+    return f"{endpoint}/{constants.REPO_TYPES_URL_PREFIXES.get(kind, '')}{repo_id}"

@@ -9,8 +9,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from kit.artifacts import GeneratorInfo, RunSummary
 from kit.config import Config
-from kit.schema import RAW_SCHEMA_VERSION, TASK_TYPES
+from kit.schema import TASK_TYPES, gates_on, raw_record
 from seeds.client import Completion
 from seeds.gates import Candidate, QualityGates, Verdict
 from seeds.judge import judge_item, load_judge_prompt, positive_wins, swapped
@@ -303,8 +304,6 @@ class SeedRun:
                 extract_json_object(completion.text),
                 self.gen.min_chars,
                 self.gen.max_chars,
-                item.language,
-                item.target_language,
             )
         except Rejection as rejection:
             self._ledger(item, completion, "rejected", rejection.reason)
@@ -398,25 +397,26 @@ class SeedRun:
         example: dict[str, str],
         quality: dict[str, Any],
     ) -> dict[str, Any]:
-        return {
-            "schema_version": RAW_SCHEMA_VERSION,
-            "id": item.item_id,
-            "task_type": item.task_type,
-            "task_definition": item.task_definition,
-            "language": item.language,
-            "target_language": item.target_language,
-            "placeholders": item.placeholders,
-            "template_id": template.template_id,
-            "template_sha256": template.sha256,
-            "generator_model": self.config.generator.model,
-            "generator_backend": self.backend,
-            "usage": {
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-            },
-            "example": example,
-            "quality": quality,
-        }
+        return raw_record(
+            {
+                "id": item.item_id,
+                "task_type": item.task_type,
+                "task_definition": item.task_definition,
+                "language": item.language,
+                "target_language": item.target_language,
+                "placeholders": item.placeholders,
+                "template_id": template.template_id,
+                "template_sha256": template.sha256,
+                "generator_model": self.config.generator.model,
+                "generator_backend": self.backend,
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                },
+                "example": example,
+                "quality": quality,
+            }
+        )
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """At this mode's prices (the Batch API's are half the live ones unless set)."""
@@ -465,40 +465,41 @@ class SeedRun:
     def complete(self) -> bool:
         return all(self.store.totals.accepted[t] >= n for t, n in self.targets.items())
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         totals = self.store.totals
         complete = self.complete()
         reason = self.stopped_reason or ("targets_reached" if complete else "attempts_exhausted")
-        return {
-            "run_name": self.gen.run_name,
-            "complete": complete,
-            "stopped_reason": reason,
-            "generator": {
-                "model": self.config.generator.model,
-                "backend": self.backend,
-                "bundled_small_model": self.bundled_small_model,
-                "mode": self.config.generator.mode,
-                "note": (
+        return RunSummary(
+            run_name=self.gen.run_name,
+            complete=complete,
+            stopped_reason=reason,
+            generator=GeneratorInfo(
+                model=self.config.generator.model,
+                backend=self.backend,
+                bundled_small_model=self.bundled_small_model,
+                mode=self.config.generator.mode,
+                note=(
                     "very small bundled model (SmolLM2-135M-Instruct): examples show the "
                     "pipeline working, not paper quality"
                     if self.bundled_small_model
                     else ""
                 ),
-            },
-            "templates": {t.template_id: t.sha256 for t in self.templates.values()},
-            "targets": self.targets,
-            "accepted": {t: totals.accepted[t] for t in TASK_TYPES},
-            "rejected": dict(sorted(totals.rejected.items())),
-            "requests": totals.requests,
-            "prompt_tokens": totals.prompt_tokens,
-            "completion_tokens": totals.completion_tokens,
-            "cost_usd": round(totals.cost_usd, 6),
-            "acceptance_rate": round(totals.acceptance_rate(), 4),
-            "started_at": self.store.started_at,
-            "finished_at": utc_now(),
-            "languages": dict(totals.languages.most_common()),
-            "seed": self.gen.seed,
-        }
+            ),
+            templates={t.template_id: t.sha256 for t in self.templates.values()},
+            gates=gates_on(self.config.quality),
+            targets=self.targets,
+            accepted={t: totals.accepted[t] for t in TASK_TYPES},
+            rejected=dict(sorted(totals.rejected.items())),
+            requests=totals.requests,
+            prompt_tokens=totals.prompt_tokens,
+            completion_tokens=totals.completion_tokens,
+            cost_usd=round(totals.cost_usd, 6),
+            acceptance_rate=round(totals.acceptance_rate(), 4),
+            started_at=self.store.started_at,
+            finished_at=utc_now(),
+            languages=dict(totals.languages.most_common()),
+            seed=self.gen.seed,
+        )
 
     def close(self) -> None:
         self._refresh()

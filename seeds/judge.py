@@ -1,5 +1,8 @@
 """The LLM judge: does the positive fit its text better than the negative?
 
+The judged fields come from the task table (``TaskType.judged``): types without a negative
+are not judged.
+
 Through the same endpoint, ledger and budget as generation, the generator is shown the text
 (query, input or first sentence) and the two candidates in an order drawn per item, so a
 judge that always says "A" agrees only half the time. A row whose negative wins is dropped
@@ -16,17 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kit.schema import TASK_TABLE
 from seeds.parsing import Rejection, extract_json_object
 from seeds.plan import WorkItem
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "judge.json"
-# task type -> (text, positive, negative) fields; types without a negative are not judged.
-JUDGED_FIELDS: dict[str, tuple[str, str, str]] = {
-    "short_long": ("user_query", "positive_document", "hard_negative_document"),
-    "long_short": ("input_text", "label", "misleading_label"),
-    "sts": ("S1", "S2", "S3"),
-    "bitext": ("S1", "S2", "S3"),
-}
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ def positive_first(item_id: str, seed: int) -> bool:
 def judge_item(
     prompt: JudgePrompt, item: WorkItem, example: dict[str, str], seed: int
 ) -> WorkItem | None:
-    fields = JUDGED_FIELDS.get(item.task_type)
+    fields = TASK_TABLE[item.task_type].judged
     if fields is None:
         return None
     anchor, positive, negative = (example[name] for name in fields)
@@ -85,5 +82,5 @@ def positive_wins(answer: str, item_id: str, seed: int) -> bool:
 
 def swapped(task_type: str, example: dict[str, str]) -> dict[str, str]:
     """The example with its positive and negative exchanged."""
-    _, positive, negative = JUDGED_FIELDS[task_type]
+    _, positive, negative = TASK_TABLE[task_type].judged  # only judged rows are swapped
     return {**example, positive: example[negative], negative: example[positive]}

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
 import logging
 import os
 from contextlib import ExitStack
 from pathlib import Path
 
+from kit.artifacts import RunSummary
 from kit.cli import StageError
 from kit.config import Config
 from kit.files import digest_files
 from kit.logs import redact
-from kit.paths import layout
-from kit.provenance import build_provenance, write_provenance
 from kit.schema import RAW_SCHEMA_VERSION
+from kit.staleness import StageRun
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
@@ -30,20 +32,13 @@ from seeds.store import RunStore
 from seeds.templates import TemplateError, load_templates, restrict_placeholders
 
 log = logging.getLogger("seeds")
+# Reasons a run stops for good: running again with the same settings asks for nothing more.
+FINISHED_REASONS = ("targets_reached", "attempts_exhausted", "budget_tokens", "budget_usd")
 
 SMALL_MODEL_WARNING = (
     "the generator is SmolLM2-135M-Instruct, a very small bundled model: its examples show "
     "the pipeline working end to end, not the quality of a GPT-4-class generator"
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--estimate",
-        action="store_true",
-        help="print the requests, tokens, cost and wall time of the run, and send nothing",
-    )
 
 
 def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[str | None, str]:
@@ -71,11 +66,11 @@ def _endpoint_address(config: Config, stack: ExitStack, run_dir: Path) -> tuple[
     return generator.base_url or None, api_key
 
 
-def main(config: Config, args: argparse.Namespace) -> None:
+def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
     generator = config.generator
     if config.quality.judge and generator.mode == "batch":
         raise StageError("quality.judge asks the generator about each row: it needs mode = 'live'")
-    run_dir = Path(layout(str(config.path))["run_dir"])
+    run_dir = config.layout.run_dir
     bundled = generator.backend == "local" and generator.local_model == BUNDLED_GENERATOR
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -93,6 +88,7 @@ def main(config: Config, args: argparse.Namespace) -> None:
         print("\n".join(estimate(config, templates, run_dir)))
         return
     gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
+    stage.begin()
     store = RunStore(run_dir)
     store.open(dedup_key, lambda rows: gates.admit([list(r["example"].values()) for r in rows]))
     run = SeedRun(
@@ -124,47 +120,51 @@ def main(config: Config, args: argparse.Namespace) -> None:
         run.close()
         summary = run.summary()
         store.write_run_json(summary)
-        write_provenance(run_dir, _provenance(config, summary, bundled))
         store.close()
+        stage.publish(
+            facts=_facts(summary, bundled),
+            output=run_content_digest(run_dir, store.shard_paths(), summary),
+            finished=summary.stopped_reason in FINISHED_REASONS,
+        )
         _report(summary, run_dir, bundled)
     if run.stopped_reason == "interrupted":
         raise StageError(f"interrupted; run the same command again to resume {run_dir}")
 
 
-def _provenance(config: Config, summary: dict, bundled: bool) -> dict:
+def run_content_digest(run_dir: Path, shards: list[Path], summary: RunSummary) -> str:
+    """The accepted rows and the run's totals, without its clock: a resumed run that asks
+    for nothing more publishes the same digest, so the dataset after it stays current."""
+    rows = digest_files(run_dir, shards)
+    totals = json.dumps(summary.content(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(f"{rows}\n{totals}".encode()).hexdigest()
+
+
+def _facts(summary: RunSummary, bundled: bool) -> dict:
     """What the dataset stage needs to know about this run, without reading our sections."""
-    prompts = Path(__file__).parent
-    files = [*prompts.glob("templates/*.json"), *prompts.glob("prompts/*.json")]
-    return build_provenance(
-        "seeds",
-        config,
-        ("generator", "generation", "quality"),
-        {"prompt_files": digest_files(prompts, files)},
-        {
-            "schema_version": RAW_SCHEMA_VERSION,
-            "generator_model": summary["generator"]["model"],
-            "bundled_small_generator": bundled,
-            "stopped_reason": summary["stopped_reason"],
-            "accepted": sum(summary["accepted"].values()),
-        },
-    )
+    return {
+        "schema_version": RAW_SCHEMA_VERSION,
+        "generator_model": summary.generator.model,
+        "bundled_small_generator": bundled,
+        "stopped_reason": summary.stopped_reason,
+        "accepted": sum(summary.accepted.values()),
+    }
 
 
-def _report(summary: dict, run_dir: Path, bundled: bool) -> None:
-    accepted = summary["accepted"]
+def _report(summary: RunSummary, run_dir: Path, bundled: bool) -> None:
+    accepted = summary.accepted
     log.info(
         "%s: %d accepted (%s), acceptance rate %.1f%%, %d requests, %d tokens, $%.4f; %s",
         run_dir,
         sum(accepted.values()),
         ", ".join(f"{t} {n}" for t, n in accepted.items()),
-        100 * summary["acceptance_rate"],
-        summary["requests"],
-        summary["prompt_tokens"] + summary["completion_tokens"],
-        summary["cost_usd"],
-        summary["stopped_reason"],
+        100 * summary.acceptance_rate,
+        summary.requests,
+        summary.prompt_tokens + summary.completion_tokens,
+        summary.cost_usd,
+        summary.stopped_reason,
     )
-    if summary["rejected"]:
-        log.info("rejected: %s", ", ".join(f"{k} {n}" for k, n in summary["rejected"].items()))
-    log.info("languages: %s", ", ".join(f"{k} {n}" for k, n in summary["languages"].items()))
+    if summary.rejected:
+        log.info("rejected: %s", ", ".join(f"{k} {n}" for k, n in summary.rejected.items()))
+    log.info("languages: %s", ", ".join(f"{k} {n}" for k, n in summary.languages.items()))
     if bundled:
         log.warning(SMALL_MODEL_WARNING)

@@ -1,5 +1,5 @@
 """LLM output is untrusted text: find the JSON in it (``json.loads`` only), check it against
-the task type's rules, and say why when it is rejected."""
+the task type's rules (``kit.schema.TASK_TABLE``), and say why when it is rejected."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from kit.schema import TASK_TABLE, TaskType
 from seeds.templates import Template
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
@@ -94,12 +95,7 @@ def _raw_task_list(text: str) -> list[str]:
 
 
 def validate_example(
-    template: Template,
-    value: dict[str, Any],
-    min_chars: int,
-    max_chars: int,
-    language: str | None = None,
-    target_language: str | None = None,
+    template: Template, value: dict[str, Any], min_chars: int, max_chars: int
 ) -> dict[str, str]:
     """The example's native fields, or a ``Rejection`` naming the first broken rule."""
     example: dict[str, str] = {}
@@ -117,27 +113,25 @@ def validate_example(
         if len(field_value) > max_chars:
             raise Rejection("too_long", key)
         example[key] = field_value
-    _check_type_rules(template.task_type, example, language, target_language)
+    check_repeats(TASK_TABLE[template.task_type], example, gated=False)
     return example
 
 
-def _check_type_rules(
-    task_type: str, example: dict[str, str], language: str | None, target_language: str | None
-) -> None:
-    same = {k: normalize(v).casefold() for k, v in example.items()}
-    if task_type == "long_short" and same["label"] == same["misleading_label"]:
-        raise Rejection("label_equals_misleading_label")
-    if task_type == "short_long":
-        if same["user_query"] == same["positive_document"]:
-            raise Rejection("query_equals_positive")
-        if same["positive_document"] == same["hard_negative_document"]:
-            raise Rejection("positive_equals_negative")
-    if task_type in ("short_short", "long_long") and same["input"] == same["positive_document"]:
-        raise Rejection("query_equals_positive")
-    if task_type in ("sts", "bitext") and len({same["S1"], same["S2"], same["S3"]}) < 3:
-        raise Rejection("sentences_not_distinct")
-    if task_type == "bitext" and (target_language is None or language == target_language):
-        raise Rejection("same_language")
+def check_repeats(task: TaskType, example: dict[str, str], gated: bool) -> None:
+    """The task type's rules against texts repeating each other: those checked as an answer is
+    parsed, or (``gated``) those of the content gate. Both read the one table."""
+    same = {key: normalize(value).casefold() for key, value in example.items()}
+    for rule in task.rules:
+        if rule.gated != gated:
+            continue
+        text = same[rule.field]
+        for other in rule.others:
+            if rule.inside:
+                repeated = len(text.split()) >= rule.inside and text in same[other]
+            else:
+                repeated = text == same[other]
+            if repeated:
+                raise Rejection(rule.reason)
 
 
 def dedup_key(example: dict[str, str]) -> str:

@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from kit.schema import TASK_TABLE
 from seeds.languages import LanguageSampler, language_name
 from seeds.templates import Template, brainstorm_schema
 
@@ -66,7 +67,7 @@ def generation_item(
     rng = random.Random(f"{seed}/{template.task_type}/{slot}")
     placeholders = {name: rng.choice(values) for name, values in template.placeholders.items()}
     target_language = None
-    if template.task_type == "bitext":
+    if TASK_TABLE[template.task_type].cross_lingual:
         language, target_language = sampler.pair(rng)
         placeholders["src_lang"] = language_name(language)
         placeholders["tgt_lang"] = language_name(target_language)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from kit.files import atomic_write_json
+from kit.artifacts import RUN_SUMMARY_FILE, RunSummary, write_run_summary
 
 log = logging.getLogger("seeds")
 SHARD_ROWS = 50_000
@@ -129,7 +129,7 @@ class RunStore:
         self.ledger_path = run_dir / "ledger.jsonl"
         self.brainstorm_path = run_dir / "brainstorm.jsonl"
         self.batches_path = run_dir / "batches.jsonl"
-        self.run_json_path = run_dir / "run.json"
+        self.run_json_path = run_dir / RUN_SUMMARY_FILE
         self.totals = RunTotals()
         self.finished_ids: set[str] = set()
         self.dedup_keys: set[bytes] = set()  # digests: a run's texts need not stay in memory
@@ -297,9 +297,9 @@ class RunStore:
         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         handle.flush()
 
-    def write_run_json(self, summary: dict[str, Any]) -> None:
+    def write_run_json(self, summary: RunSummary) -> None:
         """Atomic rewrite, so a reader never sees half a file."""
-        atomic_write_json(self.run_json_path, summary)
+        write_run_summary(self.run_dir, summary)
 
     def close(self) -> None:
         self.accepted.close()

@@ -1,16 +1,21 @@
 """Prompt templates are versioned data files; a record names the template and its hash so a
-dataset row can be traced to the exact words that produced it."""
+dataset row can be traced to the exact words that produced it.
+
+A template also says how long each field was asked to be (``asked_words``): a number, or the
+name of a placeholder whose values each carry the fewest words they ask for (``"at least 10
+words": 10``), so the content gate measures a text against what its prompt asked.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kit.instructions import SYMMETRIC_TASK_DEFINITIONS
-from kit.schema import NATIVE_FIELDS, SYMMETRIC_TYPES, TASK_TYPES
+from kit.schema import TASK_TABLE
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -31,6 +36,10 @@ class Template:
     placeholders: dict[str, list[str]]
     output_keys: tuple[str, ...]
     prompt: str
+    # field -> the fewest words it is asked for: a number, or a placeholder in ``words``
+    asked: dict[str, int | str] = field(default_factory=dict)
+    # placeholder -> its value -> the fewest words that value asks for
+    words: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def asymmetric(self) -> bool:
@@ -43,6 +52,17 @@ class Template:
 
     def render(self, values: dict[str, str]) -> str:
         return self.prompt.format(**values)
+
+    def asked_words(self, placeholders: dict[str, str]) -> dict[str, int]:
+        """The fewest words each field was asked for with these placeholder values (1 for a
+        field the template puts no length on)."""
+        asked = {}
+        for key in self.output_keys:
+            rule = self.asked.get(key, 1)
+            if isinstance(rule, str):
+                rule = self.words[rule].get(placeholders.get(rule, ""), 1)
+            asked[key] = rule
+        return asked
 
     def output_schema(self) -> dict[str, Any]:
         """A strict JSON schema: every key a non-empty string, nothing else."""
@@ -70,15 +90,22 @@ def load_template(path: Path) -> Template:
     raw_bytes = path.read_bytes()
     try:
         raw = json.loads(raw_bytes)
+        placeholders = raw["placeholders"]
         template = Template(
             task_type=raw["task_type"],
             template_id=f"{raw['template_id']}-v{int(raw['version'])}",
             sha256=hashlib.sha256(raw_bytes).hexdigest(),
             brainstorm=raw["brainstorm"],
             task_definition=raw["task_definition"],
-            placeholders={k: [str(v) for v in vs] for k, vs in raw["placeholders"].items()},
+            placeholders={k: [str(v) for v in vs] for k, vs in placeholders.items()},
             output_keys=tuple(raw["output_keys"]),
             prompt=raw["prompt"],
+            asked=dict(raw["asked_words"]),
+            words={
+                k: {str(v): int(n) for v, n in vs.items()}
+                for k, vs in placeholders.items()
+                if isinstance(vs, dict)
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TemplateError(f"{path}: malformed template ({exc})") from None
@@ -89,14 +116,21 @@ def load_template(path: Path) -> Template:
 def _check_against_schema(path: Path, template: Template) -> None:
     """A template states the keys it asks for; the shared schema decides what they must be."""
     task_type = template.task_type
-    if task_type not in TASK_TYPES:
+    task = TASK_TABLE.get(task_type)
+    if task is None:
         raise TemplateError(f"{path}: unknown task_type {task_type!r}")
-    if template.output_keys != NATIVE_FIELDS[task_type]:
+    if template.output_keys != task.field_names:
         raise TemplateError(
             f"{path}: output_keys {list(template.output_keys)} differ from the schema's "
-            f"{list(NATIVE_FIELDS[task_type])}"
+            f"{list(task.field_names)}"
         )
-    symmetric = task_type in SYMMETRIC_TYPES
+    for key, rule in template.asked.items():
+        if key not in task.field_names or not (isinstance(rule, int) or rule in template.words):
+            raise TemplateError(
+                f"{path}: asked_words.{key} must name an output key and give a number or a "
+                "placeholder whose values give numbers"
+            )
+    symmetric = task.symmetric
     if symmetric and template.task_definition != SYMMETRIC_TASK_DEFINITIONS[task_type]:
         raise TemplateError(
             f"{path}: a {task_type} template takes the fixed task definition "
@@ -132,9 +166,9 @@ def restrict_placeholders(
 
 
 def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:
-    """All six task types' templates, keyed by task type."""
+    """Every task type's template, keyed by task type."""
     templates = {t.task_type: t for t in map(load_template, sorted(directory.glob("*.json")))}
-    missing = [t for t in TASK_TYPES if t not in templates]
+    missing = [t for t in TASK_TABLE if t not in templates]
     if missing:
         raise TemplateError(f"{directory}: no template for {', '.join(missing)}")
     return templates

@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from kit.cli import run_stage
 from kit.config import Config
-from kit.paths import layout
-from space.local_demo import serve_locally
-from space.staging import stage_space
+from kit.staleness import StageRun
 
 log = logging.getLogger("space")
 
@@ -25,19 +22,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(config: Config, args: argparse.Namespace) -> None:
-    paths = layout(str(config.path))
-    space_dir = Path(paths["space_dir"])
-    written = stage_space(config, space_dir)
-    model_id, dataset_id = config.hub.repo_id("model"), config.hub.repo_id("dataset")
-    log.info("staged %s (%s)", space_dir, ", ".join(path.name for path in written))
-    log.info("the app loads %s and samples %s by default", model_id, dataset_id)
+def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
+    from space.local_demo import serve_locally
+    from space.staging import stage_space
+
+    layout = config.layout
+    if args.force or not stage.decision.current:
+        stage.begin()
+        written = stage_space(config, stage.folder)
+        stage.publish(facts={"model_id": config.hub.repo_id("model"),
+                             "dataset_id": config.hub.repo_id("dataset")})  # fmt: skip
+        log.info("staged %s (%s)", stage.folder, ", ".join(path.name for path in written))
+    log.info("the app loads %s and samples %s by default", config.hub.repo_id("model"),
+             config.hub.repo_id("dataset"))  # fmt: skip
     if getattr(args, "serve", False):
         log.info("serving the staged app on this build's model and dataset")
-        serve_locally(space_dir, Path(paths["model_dir"]), Path(paths["dataset_dir"]))
+        serve_locally(stage.folder, layout.model_dir, layout.dataset_dir)
     else:
         log.info("try it on this build's model: make demo")
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("space", main, sys.argv[1:], add_arguments))
+    sys.exit(run_stage("space", main, sys.argv[1:], add_arguments,
+                       runs_anyway=lambda args: args.serve))  # fmt: skip

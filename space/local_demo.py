@@ -18,10 +18,14 @@ def demo_environment(model_dir: Path, dataset_dir: Path) -> dict[str, str]:
     """This process's environment with the app pointed at the local folders, on loopback
     unless the caller chose another address."""
     if not (model_dir / "modules.json").is_file():
-        raise StageError(f"no trained model in {model_dir}: run `make evaluate` first")
+        raise StageError(f"no trained model in {model_dir}: run `make train` first")
     env = dict(os.environ)
     env["MODEL_ID"] = str(model_dir.resolve())
     env["DATASET_ID"] = str(dataset_dir.resolve()) if (dataset_dir / "data").is_dir() else ""
+    # The build's model folder holds the GGUF files but not the model card's verdicts on them
+    # (those join it in the assembled repo), so the local run embeds with sentence-transformers
+    # unless BACKEND says otherwise.
+    env.setdefault("BACKEND", "sentence-transformers")
     env.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
     return env
 

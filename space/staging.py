@@ -9,12 +9,10 @@ renamed, and ``app.py`` comes last: ``make`` watches it, so an interrupted stagi
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import platform
-import sys
 from dataclasses import fields
-from functools import cache
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -23,22 +21,32 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from kit.cli import StageError
 from kit.config import Config
-from kit.files import atomic_write_bytes, digest_files
-from kit.provenance import PROVENANCE_FILE, build_provenance
+from kit.files import atomic_write_bytes
 
 DEMO_DIR = Path(__file__).with_name("demo")
 APP_FILE = "app.py"
-# What the app imports, plus the libraries that decide how a model loads; gradio itself is
-# installed by the Space from the card's sdk_version.
-PINNED_PACKAGES = (
-    "sentence-transformers",
-    "transformers",
-    "tokenizers",
-    "torch",
-    "datasets",
-    "huggingface_hub",
-    "pandas",
-)
+# What the app imports with each backend, plus the libraries that decide how a model loads;
+# gradio itself is installed by the Space from the card's sdk_version. The GGUF backend needs
+# no torch: on a CPU Space, torch from PyPI is the CUDA build with its NVIDIA packages.
+PINNED_PACKAGES = {
+    "sentence-transformers": (
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "torch",
+        "datasets",
+        "huggingface_hub",
+        "pandas",
+    ),
+    "gguf": ("xllamacpp", "huggingface_hub", "datasets", "pandas", "numpy"),
+}
+BACKEND_TEXT = {
+    "gguf": "the model's GGUF file that passed the model card's check, served by llama.cpp "
+    "(xllamacpp), with no PyTorch installed",
+    "sentence-transformers": "sentence-transformers on PyTorch (CPU)",
+}
+# Written by the model_card stage beside the GGUF files: each file's check and verdict.
+GGUF_VERIFICATION = "gguf/verification.json"
 MAX_SHORT_DESCRIPTION = 60
 
 
@@ -52,19 +60,10 @@ def demo_files() -> list[Path]:
     return sorted(files, key=lambda path: (path.name == APP_FILE, path.name))
 
 
-@cache
 def demo_settings() -> ModuleType:
-    """The app's own settings module (standard library only), read to stage its values.
-
-    It is imported under a private name: in the Space it is the top-level ``settings``.
-    """
-    name = "_space_demo_settings"
-    spec = importlib.util.spec_from_file_location(name, DEMO_DIR / "settings.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve the module's annotations through it
-    spec.loader.exec_module(module)
-    return module
+    """The app's own settings module (standard library only), read to stage its values; in
+    the Space it is the top-level ``settings``."""
+    return importlib.import_module("space.demo.settings")
 
 
 def installed_version(package: str) -> str:
@@ -75,12 +74,36 @@ def installed_version(package: str) -> str:
         raise StageError(f"the Space needs '{package}' installed to pin its version") from None
 
 
-def requirements_text() -> str:
-    lines = [f"{package}=={installed_version(package)}" for package in PINNED_PACKAGES]
+def requirements_text(backend: str) -> str:
+    lines = [f"{package}=={installed_version(package)}" for package in PINNED_PACKAGES[backend]]
     return "\n".join(lines) + "\n"
 
 
-def settings_for(config: Config) -> dict[str, object]:
+def verified_gguf_files(config: Config) -> list[str]:
+    """The GGUF files the model_card stage found to embed as the safetensors do."""
+    path = config.layout.card_dir / GGUF_VERIFICATION
+    if not path.is_file():
+        return []
+    return [entry["file"] for entry in json.loads(path.read_text(encoding="utf-8"))
+            if entry.get("passed")]  # fmt: skip
+
+
+def space_backend(config: Config) -> str:
+    """``gguf`` or ``sentence-transformers``: ``[space] backend`` unless it is ``auto``, then
+    ``gguf`` exactly when the model repo has a GGUF file that passed its check."""
+    chosen = config.space.backend
+    if chosen == "auto":
+        return "gguf" if verified_gguf_files(config) else "sentence-transformers"
+    if chosen == "gguf" and not verified_gguf_files(config):
+        raise StageError(
+            "space.backend is gguf but the model has no GGUF file that passed its check "
+            f"({config.layout.card_dir / GGUF_VERIFICATION}; run `make evaluate` with "
+            "evaluation.gguf_check = true)"
+        )
+    return chosen
+
+
+def settings_for(config: Config, backend: str = "sentence-transformers") -> dict[str, object]:
     """The app's defaults for this release: Hub ids, title, and every ``[space]`` limit the
     app has a setting for. Checked by the app's own ``Settings``, so a value the app would
     refuse stops the staging instead of the Space."""
@@ -89,6 +112,7 @@ def settings_for(config: Config) -> dict[str, object]:
         "model_id": config.hub.repo_id("model"),
         "dataset_id": config.hub.repo_id("dataset"),
         "space_title": config.space.title,
+        "backend": backend,
     }
     for spec in fields(settings.Settings):
         if spec.name not in values and hasattr(config.space, spec.name):
@@ -113,6 +137,7 @@ Ranks documents against a query with [{model_id}](https://huggingface.co/{model_
 embedder fine-tuned on LLM-written data ([{dataset_id}](https://huggingface.co/datasets/{dataset_id}))
 following *Improving Text Embeddings with Large Language Models* (Wang et al., 2024).
 
+- **Embeddings**: {backend_text}.
 - **Instruction**: queries are embedded as `Instruct: {{task}}\\nQuery: {{query}}`; pick one
   of the model's own prompts or write a task. Documents carry no instruction.
 - **Corpus**: a sample of {sample_documents} documents from the dataset, documents pasted one
@@ -141,6 +166,7 @@ def space_card(config: Config) -> SpaceCard:
             f"the Hub allows {MAX_SHORT_DESCRIPTION}"
         )
     model_id, dataset_id = config.hub.repo_id("model"), config.hub.repo_id("dataset")
+    backend = space_backend(config)
     data = SpaceCardData(
         title=space.title,
         sdk="gradio",
@@ -163,8 +189,10 @@ def space_card(config: Config) -> SpaceCard:
         dataset_id=dataset_id,
         space_id=config.hub.repo_id("space"),
         gradio_version=gradio.__version__,
+        backend_text=BACKEND_TEXT[backend],
         variables=", ".join(f"`{name}`" for name in environment_variables()),
-        **{k: v for k, v in settings_for(config).items() if k.startswith(("max_", "sample_"))},
+        **{k: v for k, v in settings_for(config, backend).items()
+           if k.startswith(("max_", "sample_"))},  # fmt: skip
     )
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
@@ -172,20 +200,13 @@ def space_card(config: Config) -> SpaceCard:
 def stage_space(config: Config, space_dir: Path) -> list[Path]:
     """Write the Space folder; a module no longer in the app is removed so it is not pushed."""
     space_dir.mkdir(parents=True, exist_ok=True)
-    settings = settings_for(config)
+    backend = space_backend(config)
+    settings = settings_for(config, backend)
     sources = demo_files()
-    provenance = build_provenance(
-        "space",
-        config,
-        ("space",),
-        {"app_files": digest_files(DEMO_DIR, sources)},
-        {"model_id": settings["model_id"], "dataset_id": settings["dataset_id"]},
-    )
     generated = {
         "README.md": str(space_card(config)),
-        "requirements.txt": requirements_text(),
+        "requirements.txt": requirements_text(backend),
         "settings.json": json.dumps(settings, indent=2, ensure_ascii=False) + "\n",
-        PROVENANCE_FILE: json.dumps(provenance, indent=2, sort_keys=True) + "\n",
     }
     for stale in space_dir.glob("*.py"):
         if stale.name not in {source.name for source in sources}:

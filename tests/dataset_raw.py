@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kit.schema import RAW_SCHEMA_VERSION
+from kit.config import QualitySection
+from kit.schema import RAW_SCHEMA_VERSION, gates_on
 
 SYMMETRIC_DEFINITIONS = {
     "sts": "Retrieve semantically similar text.",
@@ -107,9 +108,11 @@ def write_run(
     shards: int = 2,
     bundled: bool = True,
     extra_lines: dict[int, list[str]] | None = None,
+    gates: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
     """Write raw shards (records round-robin by position; a ``str`` is written verbatim as a line),
-    a ledger and run.json. Returns run.json's content."""
+    a ledger and run.json (its ``gates`` as seeds' defaults unless given). Returns run.json's
+    content."""
     raw = run_dir / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     handles = [open(raw / f"shard-{i:05d}.jsonl", "w", encoding="utf-8") for i in range(shards)]  # noqa: SIM115
@@ -157,6 +160,7 @@ def write_run(
             "bundled_small_model": bundled,
         },
         "templates": dict(TEMPLATE_SHA),
+        "gates": gates if gates is not None else gates_on(QualitySection()),
         "accepted": dict(accepted),
         "rejected": {"invalid_json": 3},
         "requests": requests,

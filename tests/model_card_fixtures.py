@@ -50,9 +50,8 @@ def write_model_folder(st_model_dir: Path, model_dir: Path, base_model: str | No
         "finished_at": "2026-11-25T19:00:00+00:00",
         "max_length": 64,
         "precision": "fp32",
-        "deepspeed": False,
+        "deepspeed": None,
+        "base_model": base_model or "",
     }
-    if base_model is not None:
-        record["base_model"] = base_model
     (model_dir / "training_record.json").write_text(json.dumps(record), encoding="utf-8")
     return model_dir

@@ -104,7 +104,11 @@ def write_space(folder: Path) -> Path:
 
 
 def write_model(folder: Path, tiny_st_model_dir: Path) -> Path:
-    shutil.copytree(tiny_st_model_dir, folder)
+    return Path(shutil.copytree(tiny_st_model_dir, folder))
+
+
+def write_card(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.md").write_text(MODEL_CARD, encoding="utf-8")
     return folder
 
@@ -118,9 +122,11 @@ def add_junk(build_dir: Path) -> None:
 
 
 def build_release(build_dir: Path, tiny_st_model_dir: Path) -> Path:
-    """``build_dir`` with ``dataset/``, ``model/`` and ``space/`` as the stages stage them."""
+    """``build_dir`` with ``dataset/``, ``model/``, ``card/`` and ``space/`` as the stages
+    publish them."""
     write_dataset(build_dir / "dataset")
     write_model(build_dir / "model", tiny_st_model_dir)
+    write_card(build_dir / "card")
     write_space(build_dir / "space")
     add_junk(build_dir)
     return build_dir

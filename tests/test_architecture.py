@@ -124,3 +124,12 @@ def test_every_outside_import_is_declared() -> None:
             if not distributions & declared:
                 undeclared.setdefault(top, module)
     assert undeclared == {}
+
+
+def test_every_project_path_the_readme_names_exists() -> None:
+    """The README names files of the repository (``kit/instructions.py``); each must exist."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    folders = "|".join((*PACKAGES, "configs"))
+    named = set(re.findall(rf"`((?:{folders})/[^`\s<>*]*)`", readme))
+    assert "kit/instructions.py" in named
+    assert sorted(path for path in named if not (REPO / path).exists()) == []

@@ -79,7 +79,7 @@ def _config(clone: Path, base: Path, llm_url: str, data: Path) -> None:
         "training": {"base_model": str(base), "max_length": 48, "batch_size": 8,
                      "mini_batch_size": 4, "learning_rate": 3e-3, "warmup_steps": 0,
                      "max_steps": 8, "save_steps": 2, "lora_dropout": 0.0, "precision": "fp32",
-                     "gradient_checkpointing": False, "validation_pairs": 16},
+                     "gradient_checkpointing": False, "validation_pairs": 16, "gguf": []},
         "evaluation": {"batch_size": 16, "base_model": str(base), "model_license": "apache-2.0",
                        "local_tasks": [
                            {"name": "TinyRetrieval", "type": "retrieval",
@@ -196,7 +196,7 @@ def _check_same_artifacts(calm: Path, chaos: Path) -> None:
     assert _raw_rows(calm / "runs/chaos/raw") == _raw_rows(chaos / "runs/chaos/raw")
     assert _files(calm / "build/dataset/data") == _files(chaos / "build/dataset/data")
     assert _card_without_run_facts(calm) == _card_without_run_facts(chaos)
-    for card in ("model/README.md", "space/README.md"):
+    for card in ("card/README.md", "space/README.md"):
         assert (calm / "build" / card).read_text() == (chaos / "build" / card).read_text(), card
     weights = [load_file(root / "build/model/model.safetensors") for root in (calm, chaos)]
     assert weights[0].keys() == weights[1].keys()
@@ -227,12 +227,12 @@ def _check_published(kind: str, calm: Pipeline, chaos: Pipeline) -> None:
     calm_repo, chaos_repo = calm.hub.repo(kind, repo_id), chaos.hub.repo(kind, repo_id)
     assert len(chaos_repo.history("main")) == len(calm_repo.history("main")) == 2  # create + push
     remote = chaos.hub.files(kind, repo_id)
-    staged = _files(chaos.clone / "build" / kind)
+    staged = _files(chaos.clone / "build" / "release" / kind)
     assert all(staged[path] == content for path, content in remote.items() if path in staged)
     # Creating a repo writes .gitattributes on the Hub; anything else hidden would be ours.
     hidden = [path for path in remote if path.startswith(".") and path != ".gitattributes"]
     assert not hidden and not [path for path in remote if ".tmp" in path]
-    assert not [p for p in (chaos.clone / "build" / kind).rglob("*") if ".tmp-" in p.name]
+    assert not [p for p in (chaos.clone / "build").rglob("*") if ".tmp-" in p.name]
 
 
 def _check_endpoint_paid_once(chaos: Pipeline, seeds_kills: int) -> None:

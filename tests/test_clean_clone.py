@@ -26,7 +26,7 @@ def _clone_config(clone: Path, base: Path) -> Path:
     sections = tomllib.loads((clone / "configs" / "default.toml").read_text(encoding="utf-8"))
     sections["training"] |= {
         "base_model": str(base), "max_steps": 2, "batch_size": 8, "mini_batch_size": 4,
-        "save_steps": 100,
+        "save_steps": 100, "gguf": [],
     }  # fmt: skip
     sections["evaluation"] |= {"base_model": str(base), "batch_size": 64}
     path = clone / "configs" / "clone-test.toml"
@@ -85,7 +85,7 @@ def test_every_default_path_resolves_inside_the_clone(released_clone: dict) -> N
 def test_the_card_reports_every_kind_of_task_against_the_base(released_clone: dict) -> None:
     from huggingface_hub import ModelCard
 
-    card = ModelCard.load(released_clone["clone"] / "build" / "model" / "README.md")
+    card = ModelCard.load(released_clone["clone"] / "build" / "release" / "model" / "README.md")
     names = {result.dataset_type for result in card.data.eval_results}
     assert names == {"STS17-en-en", "XQuADRetrieval-de", "XQuADRetrieval-de-en", "Tatoeba-deu-eng"}
     assert "| base model | change |" in card.text
@@ -100,7 +100,7 @@ def test_nothing_staged_names_a_path_of_the_build_machine(released_clone: dict) 
     staged = [
         path
         for kind in ("dataset", "model", "space")
-        for path in (clone / "build" / kind).rglob("*")
+        for path in (clone / "build" / "release" / kind).rglob("*")
         if path.is_file()
     ]
     assert len(staged) > 20

@@ -123,7 +123,9 @@ def test_stage_exits_2_and_runs_nothing(
 ) -> None:
     calls: list[Config] = []
     path = write_config(training={"learning_rate": -1.0})
-    code = run_stage("demo", lambda config, args: calls.append(config), ["--config", str(path)])
+    code = run_stage(
+        "training", lambda config, args, stage: calls.append(config), ["--config", str(path)]
+    )
     assert code == 2
     assert calls == []
     err = capsys.readouterr().err.strip().splitlines()
@@ -158,12 +160,12 @@ def test_cli_subprocess_exit_code(write_config: Callable[..., Path], tmp_path: P
 
 
 STAGE_MAINS = {
-    "seeds": "seeds.main",
-    "dataset_builder": "dataset_builder.__main__",
-    "training": "training.run",
-    "model_card": "model_card.stage",
-    "space": "space.__main__",
-    "release": "release.stage",
+    "seeds": "seeds.main:main",
+    "dataset_builder": "dataset_builder.export:main",
+    "training": "training.run:main",
+    "model_card": "model_card.stage:main",
+    "space": "space.__main__:main",
+    "release": "release.stage:main",
 }
 
 
@@ -214,12 +216,11 @@ def test_a_broken_local_task_stops_every_stage_in_seconds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Before any generation: the config check reads the sets' first lines only."""
-    import importlib
 
     entry, message = _bad_local_task(tmp_path, kind)
     path = write_config(evaluation={"local_tasks": [entry]})
     for stage, module in STAGE_MAINS.items():
-        code = run_stage(stage, importlib.import_module(module).main, ["--config", str(path)])
+        code = run_stage(stage, module, ["--config", str(path)])
         assert code == 2, stage
         assert capsys.readouterr().err.strip().splitlines() == [f"error: {path}: {message}"]
     result = subprocess.run(

@@ -14,19 +14,14 @@ import datasets
 import pytest
 from huggingface_hub import DatasetCard
 
-from dataset_builder.__main__ import add_arguments, main
 from dataset_builder.export import build
 from kit.cli import run_stage
 from kit.config import load_config
-from kit.schema import (
-    CONFIG_NAMES,
-    NATIVE_FIELDS,
-    RAW_SCHEMA_VERSION,
-    UNIFIED_MAPPING,
-    features_for,
-)
+from kit.schema import CONFIG_NAMES, RAW_SCHEMA_VERSION, TASK_TABLE, features_for
 from tests.dataset_raw import make_record, synthesize, write_run
 from tests.toml_writer import dump_toml
+
+STAGE = "dataset_builder.export:main"
 
 ROWS = 170
 
@@ -56,7 +51,8 @@ def raw_records(run_dir: Path) -> list[dict]:
 
 
 def unified(record: dict) -> dict:
-    query, positive, negative = UNIFIED_MAPPING[record["task_type"]]
+    task = TASK_TABLE[record["task_type"]]
+    query, positive, negative = (task.field_for(role) for role in ("query", "positive", "negative"))
     example = record["example"]
     return {
         "id": record["id"],
@@ -110,7 +106,7 @@ def test_default_config_rows_equal_the_accepted_raw_records(built: dict) -> None
 def test_type_configs_hold_the_native_fields(built: dict) -> None:
     records = raw_records(built["run_dir"])
     for name, (task_type, native) in zip(
-        CONFIG_NAMES, [(t, NATIVE_FIELDS[t]) for t in NATIVE_FIELDS], strict=False
+        CONFIG_NAMES, [(t.name, t.field_names) for t in TASK_TABLE.values()], strict=False
     ):
         loaded = datasets.load_dataset(str(built["out"]), name)
         rows = {r["id"]: r for split in loaded.values() for r in split}
@@ -155,6 +151,7 @@ def test_card_parses_and_says_what_users_need(built: dict) -> None:
     assert "SmolLM2-135M-Instruct" in text and "small generator bundled with the kit" in text
     assert "arXiv:2401.00368" in text and "0 dropped" not in text
     assert f"rows published: {ROWS}; dropped: 0" in text
+    assert f"There are {ROWS} rows of 6\ntask type(s) in" in text
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (built["out"] / image).read_bytes().startswith(b"\x89PNG")
     assert len(re.findall(r"!\[", text)) == 3
@@ -180,12 +177,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def test_same_run_gives_the_same_bytes_and_unchanged_rebuild_writes_nothing(
     built: dict, tmp_path: Path
 ) -> None:
-    second = build(built["config"], built["run_dir"], tmp_path / "dataset", force=True)
+    second = build(built["config"], built["run_dir"], tmp_path / "dataset")
     assert snapshot(second.output_dir) == snapshot(built["out"])
     again = build(built["config"], built["run_dir"], second.output_dir)
-    assert again.skipped and again.written == []
-    forced = build(built["config"], built["run_dir"], second.output_dir, force=True)
-    assert not forced.skipped and forced.written == [] and forced.removed == []
+    assert again.written == [] and again.removed == []
 
 
 def test_the_same_rows_in_other_shards_give_the_same_data_and_sizes(tmp_path: Path) -> None:
@@ -219,7 +214,7 @@ def test_changed_run_rebuilds_and_drops_stale_shards(tmp_path: Path) -> None:
     assert any(name.endswith("-of-00003.parquet") for name in first.written)
     write_run(run_dir, synthesize(30, seed=5), shards=2)
     second = build(config, run_dir, tmp_path / "out")
-    assert not second.skipped and second.removed
+    assert second.removed
     on_disk = sorted(p.name for p in (tmp_path / "out" / "data" / "default").iterdir())
     assert on_disk == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]
     assert datasets.load_dataset(str(tmp_path / "out"), split="train").num_rows < 30
@@ -291,7 +286,7 @@ def test_bad_lines_are_counted_reported_and_nothing_good_is_lost(
     write_run(tmp_path / "runs" / "run", lines, shards=2, extra_lines=extra)
     with caplog.at_level(logging.INFO):
         assert (
-            run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 0
+            run_stage("dataset_builder", STAGE, ["--config", str(config_path)]) == 0
         )
     out = tmp_path / "build-run" / "dataset"
     card = (out / "README.md").read_text(encoding="utf-8")
@@ -306,7 +301,7 @@ def test_bad_lines_are_counted_reported_and_nothing_good_is_lost(
 
 def test_missing_run_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config_path = write_config(tmp_path, run_name="absent")
-    assert run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 2
+    assert run_stage("dataset_builder", STAGE, ["--config", str(config_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: no seeds run at") and "\n" not in err
 
@@ -320,7 +315,7 @@ def test_a_run_of_another_raw_schema_stops_before_anything_is_written(
     (run / "provenance.json").write_text(
         json.dumps({"format_version": 1, "stage": "seeds", "facts": {"schema_version": 1}})
     )
-    assert run_stage("dataset_builder", main, ["--config", str(config_path)], add_arguments) == 2
+    assert run_stage("dataset_builder", STAGE, ["--config", str(config_path)]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: {run / 'provenance.json'}: the run was written with raw schema 1, this kit "
         f"reads schema {RAW_SCHEMA_VERSION}; regenerate it with this kit's seeds"
@@ -339,18 +334,55 @@ def test_a_task_type_without_rows_is_left_out_and_said_so(tmp_path: Path) -> Non
     assert datasets.load_dataset(str(out), split="train").num_rows == 8
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "No rows in this run, so not loadable: `retrieval`, `classification`" in card
+    assert "There are 10 rows of 1\ntask type(s) in 5 verified language(s)." in card
     assert "small generator bundled" not in card
+
+
+@pytest.mark.parametrize("near_duplicates", [True, False, None], ids=["on", "off", "unrecorded"])
+def test_the_card_names_every_gate_with_its_count_and_what_was_deduplicated(
+    tmp_path: Path, near_duplicates: bool | None
+) -> None:
+    """Each gate of the generation run has a row, those that rejected nothing included; the
+    card says near-duplicates remain only when the run's MinHash gate was off."""
+    config = load_config(write_config(tmp_path))
+    run_dir = tmp_path / "runs" / "run"
+    switches = {"content_rules": True, "language_check": False, "judge": False}
+    if near_duplicates is not None:
+        switches["near_duplicates"] = near_duplicates
+    summary = write_run(run_dir, synthesize(20, seed=2), gates=switches)
+    summary["rejected"] = {"invalid_json": 4, "too_short:S1": 2, "query_in_positive": 1,
+                           "near_duplicate": 3, "duplicate": 5}  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps(summary), encoding="utf-8")
+    card = (build(config, run_dir, tmp_path / "out").output_dir / "README.md").read_text("utf-8")
+    recorded = {None: "not recorded", True: "yes", False: "no"}[near_duplicates]
+    rows = [
+        "| content rules | `content_rules` | yes | 3 | `query_in_positive`: 1, `too_short:S1`: 2 |",
+        "| language ID | `language_check` | no | 0 | – |",
+        f"| near-duplicates (MinHash) | `near_duplicates` | {recorded} | 3 | `near_duplicate`: 3 |",
+        "| LLM judge | `judge` | no | 0 | – |",
+    ]
+    assert "\n".join(rows) + "\n" in card
+    sentences = {
+        True: "- Duplicates were removed at generation by exact match, and near-duplicates by "
+        "MinHash (the `near_duplicates` gate); paraphrases that share few words remain.",
+        False: "- Duplicates were removed by exact match only; near-duplicates remain.",
+        None: "- Duplicates were removed by exact match; the generation run does not record "
+        "whether its near-duplicate gate was on.",
+    }
+    assert [sentence in card for sentence in sentences.values()] == [
+        key == near_duplicates for key in sentences
+    ]
 
 
 def test_a_truncated_shard_is_detected_and_rebuilt(built: dict, tmp_path: Path) -> None:
     out = tmp_path / "dataset"
-    first = build(built["config"], built["run_dir"], out)
+    build(built["config"], built["run_dir"], out)
     shard = sorted(out.glob("data/default/train-*.parquet"))[0]
     good = shard.read_bytes()
     shard.write_bytes(good[: len(good) // 3])  # a copy cut short by a kill or a full disk
     again = build(built["config"], built["run_dir"], out)
-    assert not again.skipped and again.written == [shard.relative_to(out).as_posix()]
-    assert shard.read_bytes() == good and again.fingerprint == first.fingerprint
+    assert again.written == [shard.relative_to(out).as_posix()]
+    assert shard.read_bytes() == good
 
 
 def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_dataset(tmp_path: Path) -> None:
@@ -363,7 +395,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_dataset(tmp_path
     config = write_config(tmp_path)
     run_dir = tmp_path / "runs" / "run"
     write_run(run_dir, synthesize(40, seed=8), shards=1)
-    assert run_stage("dataset_builder", main, ["--config", str(config)], add_arguments) == 0
+    assert run_stage("dataset_builder", STAGE, ["--config", str(config)]) == 0
     out = tmp_path / "build-run" / "dataset"
     before = snapshot(out)
     write_run(run_dir, synthesize(400, seed=9, scale=4), shards=1)  # a bigger run to publish

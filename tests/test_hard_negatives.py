@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -12,13 +11,13 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard
 
-from dataset_builder.__main__ import add_arguments, main
-from dataset_builder.export import build, fingerprint
+from dataset_builder.export import build
 from kit.cli import run_stage
-from kit.config import Config, load_config
+from kit.config import Config, config_notes, load_config
 from kit.embedder import build_embedder
 from kit.instructions import instruct
 from kit.schema import MINED_TYPES, UNIFIED_CONFIG, features_for, mined_negative_columns
+from kit.staleness import expected_provenance, why_stale
 from tests.dataset_raw import synthesize, write_run
 from tests.toml_writer import dump_toml
 
@@ -64,7 +63,7 @@ def built(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     config = load_config(write_config(folder, **mining(embedder)))
     plain = load_config(write_config(folder, "plain"))
     result = build(config, run_dir, folder / "mined")
-    again = build(config, run_dir, folder / "again", force=True)
+    again = build(config, run_dir, folder / "again")
     unmined = build(plain, run_dir, folder / "plain")
     torch.set_num_threads(threads)
     return {
@@ -73,6 +72,7 @@ def built(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFac
         "run_dir": run_dir,
         "embedder": embedder,
         "out": result.output_dir,
+        "facts": result.facts,
         "again": again.output_dir,
         "unmined": unmined.output_dir,
     }
@@ -171,9 +171,9 @@ def test_card_and_provenance_report_the_mining(built: dict) -> None:
     assert negative < positive
     skipped, nearest = (int(n) for n in cells[6].split(" of "))
     assert 0 < skipped <= nearest
-    facts = json.loads((built["out"] / "provenance.json").read_text())["facts"]
-    assert facts["hard_negatives"]["rows_mined"] == mined
-    assert facts["hard_negatives"]["embedder"] == "local:gemma3"
+    facts = built["facts"].hard_negatives
+    assert facts["rows_mined"] == mined
+    assert facts["embedder"] == "local:gemma3"
     assert "Not mined for this build" in (built["unmined"] / "README.md").read_text()
 
 
@@ -201,37 +201,40 @@ def with_mining(config: Config, **change: object) -> Config:
     )
 
 
-def test_the_fingerprint_follows_the_settings_and_the_embedder(built: dict, tmp_path: Path) -> None:
-    config, run_dir = built["config"], built["run_dir"]
-    base = fingerprint(config, run_dir, "run")
+def test_staleness_follows_the_settings_and_the_embedder(built: dict, tmp_path: Path) -> None:
+    config = built["config"]
+    base = expected_provenance("dataset_builder", config)
     for change in ({"relative_margin": 0.1}, {"num_negatives": 2}, {"max_length": 32}):
-        assert fingerprint(with_mining(config, **change), run_dir, "run") != base, change
+        changed = expected_provenance("dataset_builder", with_mining(config, **change))
+        assert why_stale(base, changed) == "config changed: [dataset]", change
     copy = with_mining(config, embedder=str(shutil.copytree(built["embedder"], tmp_path / "m")))
-    copied = fingerprint(copy, run_dir, "run")
+    copied = expected_provenance("dataset_builder", copy)
     model_config = tmp_path / "m" / "config.json"
     model_config.write_text(model_config.read_text() + "\n")
-    assert fingerprint(copy, run_dir, "run") != copied
+    assert why_stale(copied, expected_provenance("dataset_builder", copy)) == "input changed: miner"
 
 
-def test_the_embedder_defaults_to_the_training_base_model(
-    tiny_model_dirs: dict[str, Path], tmp_path: Path
+def test_mining_without_a_trained_embedder_is_off_and_says_why(
+    built: dict, tmp_path: Path
 ) -> None:
-    base = str(tiny_model_dirs["qwen2"])
     path = write_config(tmp_path, enabled=True)
-    text = path.read_text() + f'\n[training]\nbase_model = "{base}"\nmax_length = 96\n'
-    path.write_text(text)
-    mining = load_config(path).dataset.hard_negatives
-    assert (mining.embedder, mining.max_length) == (base, 96)
-    path.write_text(text.replace("enabled = true", "enabled = false"))
-    assert load_config(path).dataset.hard_negatives.embedder == ""
+    config = load_config(path)
+    assert not config.dataset.hard_negatives.active
+    assert config_notes(config) == [
+        "dataset.hard_negatives: mining is off, since no trained embedder is named in "
+        "dataset.hard_negatives.embedder (an untrained base model's nearest neighbours are "
+        "noise, not hard negatives)"
+    ]
+    out = build(config, built["run_dir"], tmp_path / "out").output_dir
+    assert MINED[0] not in rows_of(out)["train"][0]
+    assert expected_provenance("dataset_builder", config).inputs["miner"] is None
 
 
-def test_shipped_configs_mine_only_in_the_paper_configuration() -> None:
+def test_shipped_configs_mine_only_with_a_named_embedder() -> None:
     repo = Path(__file__).resolve().parent.parent
-    paper = load_config(repo / "configs" / "e5-mistral.toml").dataset.hard_negatives
-    assert paper.enabled and paper.embedder == "mistralai/Mistral-7B-v0.1"
-    assert (paper.num_negatives, paper.relative_margin, paper.max_length) == (3, 0.05, 512)
-    assert not load_config(repo / "configs" / "default.toml").dataset.hard_negatives.enabled
+    for name in ("e5-mistral.toml", "default.toml"):
+        config = load_config(repo / "configs" / name)
+        assert not config.dataset.hard_negatives.active and config_notes(config) == [], name
 
 
 @pytest.mark.parametrize(
@@ -264,6 +267,6 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: dict, message: str
 ) -> None:
     path = write_config(tmp_path, enabled=True, **settings)
-    assert run_stage("dataset_builder", main, ["--config", str(path)], add_arguments) == 2
+    assert run_stage("dataset_builder", "dataset_builder.export:main", ["--config", str(path)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {path}: {message}"]
     assert not (tmp_path / "build").exists()

@@ -8,6 +8,7 @@ Space app launched from the downloaded files) in a fresh interpreter.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -68,9 +69,12 @@ def config(write_config: Callable[..., Path], build_dir: Path) -> Path:
 
 def release(config_path: Path, *extra: str) -> int:
     from kit.cli import run_stage
-    from release.stage import add_arguments, main
+    from release.__main__ import add_arguments
 
-    return run_stage("release", main, ["--config", str(config_path), *extra], add_arguments)
+    return run_stage(
+        "release", "release.stage:main", ["--config", str(config_path), *extra], add_arguments,
+        runs_anyway=lambda args: args.dry_run,
+    )  # fmt: skip
 
 
 def push(hub: FakeHub, config_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -82,6 +86,14 @@ def staged_files(folder: Path) -> dict[str, bytes]:
     return {
         p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
     }
+
+
+def repo_files(build_dir: Path, kind: str) -> dict[str, bytes]:
+    """What the stages published for one repo: the model repo is the model and its card
+    (the card's README over the one sentence-transformers wrote into the tiny model)."""
+    if kind == "model":
+        return {**staged_files(build_dir / "model"), **staged_files(build_dir / "card")}
+    return staged_files(build_dir / kind)
 
 
 def without_junk(kind: str, files: dict[str, bytes]) -> dict[str, bytes]:
@@ -103,7 +115,7 @@ def test_push_publishes_exactly_the_allow_listed_files(
     for kind, repo_id in (("dataset", DATASET_ID), ("model", MODEL_ID), ("space", SPACE_ID)):
         remote = hub.files(kind, repo_id)
         assert remote.pop(".gitattributes")  # the Hub's own, left alone
-        assert remote == without_junk(kind, staged_files(build_dir / kind)), kind
+        assert remote == without_junk(kind, repo_files(build_dir, kind)), kind
         assert not set(JUNK[kind]) & set(remote)
     assert hub.repo("space", SPACE_ID).sdk == "gradio"
     assert not hub.repo("model", MODEL_ID).private
@@ -128,14 +140,18 @@ def test_commit_message_names_kit_version_and_config_hash(
 
 
 def test_unchanged_rerun_makes_no_new_commit(
-    hub: FakeHub, config: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    hub: FakeHub, config: Path, monkeypatch: pytest.MonkeyPatch, capsys, caplog
 ) -> None:
     assert push(hub, config, monkeypatch) == 0
     heads = {k: hub.repo(k, r).head().oid for k, r in _repos()}
     capsys.readouterr()
+    seen = len(hub.requests)
 
-    assert push(hub, config, monkeypatch) == 0
+    with caplog.at_level(logging.INFO, logger="release"):
+        assert push(hub, config, monkeypatch) == 0  # its provenance says: pushed already
+    assert "up to date: nothing to do" in caplog.text and len(hub.requests) == seen
 
+    assert release(config, "--force") == 0  # pushed again: the Hub drops unchanged files
     assert {k: hub.repo(k, r).head().oid for k, r in _repos()} == heads
     assert all(len(commit_titles(hub, k, r)) == 2 for k, r in _repos())  # initial + release
     assert capsys.readouterr().out.count("(unchanged, no commit)") == 3
@@ -224,7 +240,7 @@ def test_5xx_during_upload_and_commit_is_retried_into_one_whole_commit(
     assert [s for _, _, s in hub.requests_to("POST", r"/api/models/.*/commit/")] == [502, 200]
     remote = hub.files("model", MODEL_ID)
     remote.pop(".gitattributes")
-    assert remote == without_junk("model", staged_files(build_dir / "model"))
+    assert remote == without_junk("model", repo_files(build_dir, "model"))
     assert len(commit_titles(hub, "model", MODEL_ID)) == 2
 
 
@@ -303,7 +319,7 @@ def test_missing_staged_folder_names_the_make_target(
     assert "has no app.py: run `make space` first" in capsys.readouterr().err
     shutil.rmtree(build_dir / "model")
     assert push(hub, config, monkeypatch) == 2
-    assert "does not exist: run `make evaluate` first" in capsys.readouterr().err
+    assert "does not exist: run `make train` first" in capsys.readouterr().err
     assert not hub.requests
 
 
@@ -329,7 +345,7 @@ def test_without_token_the_cli_lists_what_it_would_push_and_exits_0(
     for kind, repo_id in _repos():
         prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[kind]
         assert f"{hub.endpoint}/{prefix}{repo_id} (public)" in out
-        for path in without_junk(kind, staged_files(build_dir / kind)):
+        for path in without_junk(kind, repo_files(build_dir, kind)):
             assert path in out
     assert "model.safetensors" in out and "kB" in out  # sizes are shown
     assert "not published (outside the allow-list): 5" in out  # the model's junk
@@ -379,7 +395,7 @@ def test_pushed_release_loads_with_datasets_sentence_transformers_and_the_space_
     space_dir = Path(result["space_dir"])
     assert staged_files(space_dir) == {
         ".gitattributes": (space_dir / ".gitattributes").read_bytes(),
-        **without_junk("space", staged_files(build_dir / "space")),
+        **without_junk("space", repo_files(build_dir, "space")),
     }
 
     scores = model.similarity(

@@ -11,7 +11,7 @@ import pytest
 
 from kit.cli import run_stage
 from kit.schema import RAW_SCHEMA_VERSION
-from seeds.main import add_arguments, main
+from seeds.__main__ import add_arguments
 from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
     API_KEY,
@@ -50,7 +50,9 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThrea
 
 
 def seeds(config: Path) -> int:
-    return run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+    return run_stage(
+        "seeds", "seeds.main:main", ["--config", str(config), "--no-progress"], add_arguments
+    )
 
 
 def no_secret_in(run: Path) -> None:
@@ -73,9 +75,12 @@ def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
     no_secret_in(run)
     assert summary["complete"] and summary["stopped_reason"] == "targets_reached"
     assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
+    # which gates ran, for the dataset card (the language gate is off in these configs)
+    assert summary["gates"] == {"content_rules": True, "language_check": False,
+                                "near_duplicates": True, "judge": False}  # fmt: skip
     provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["stage"] == "seeds"
-    assert set(provenance["config_sections"]) == {"generator", "generation", "quality"}
+    assert set(provenance["sections"]) == {"generator", "generation", "quality"}
     assert provenance["facts"]["accepted"] == len(rows) == sum(SMALL_TARGETS.values())
     assert provenance["facts"]["schema_version"] == RAW_SCHEMA_VERSION
     assert Counter(r["task_type"] for r in rows) == Counter(SMALL_TARGETS)
@@ -306,7 +311,8 @@ def test_gates_reject_degenerate_rows_and_a_resumed_run_keeps_them_out(serve, wr
 
 @pytest.mark.parametrize("action", ["drop", "swap"])
 def test_the_judge_drops_or_swaps_rows_whose_negative_wins(serve, write_config, action) -> None:
-    from seeds.judge import JUDGED_FIELDS, positive_first
+    from kit.schema import TASK_TABLE
+    from seeds.judge import positive_first
 
     server = serve(seed=9)
     config = seeds_config(write_config, server.url, quality={"judge": True, "judge_action": action})
@@ -332,9 +338,9 @@ def test_the_judge_drops_or_swaps_rows_whose_negative_wins(serve, write_config, 
         assert swapped == lost & set(by_id) and swapped
         for record_id in swapped:
             example = by_id[record_id]["example"]
-            _, positive, negative = JUDGED_FIELDS[by_id[record_id]["task_type"]]
+            _, positive, negative = TASK_TABLE[by_id[record_id]["task_type"]].judged
             assert example[positive].startswith(f"{negative.replace('_', ' ')} answer")
     kept_verdicts = {by_id[i]["quality"]["judge"] for i in judged if i in by_id}
     assert kept_verdicts <= {"positive", "swapped"}
-    untouched = [r for r in rows if r["task_type"] not in JUDGED_FIELDS]
+    untouched = [r for r in rows if TASK_TABLE[r["task_type"]].judged is None]
     assert untouched and all("judge" not in r["quality"] for r in untouched)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import run_stage
-from seeds.main import add_arguments, main
+from seeds.__main__ import add_arguments, runs_anyway
 from seeds.plan import brainstorms_needed
 from seeds.simulator import BatchSettings, RunningSimulator, SimulatorSettings
 from seeds.store import read_jsonl
@@ -28,6 +28,7 @@ from tests.seeds_helpers import (
     seeds_config,
 )
 
+STAGE = "seeds.main:main"
 SCALE = 60.0  # a simulated minute passes in a real second
 TARGETS = {"short_long": 14, "long_short": 10, "short_short": 4, "long_long": 4, "sts": 12,
            "bitext": 10}  # fmt: skip
@@ -57,7 +58,9 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., RunningS
 
 
 def seeds(config: Path) -> int:
-    return run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+    return run_stage(
+        "seeds", STAGE, ["--config", str(config), "--no-progress"], add_arguments
+    )
 
 
 def config_for(write_config, server: RunningSimulator, **generator: object) -> Path:
@@ -383,7 +386,9 @@ def test_estimate_prints_the_run_and_sends_nothing(simulate, write_config, capsy
     config = config_for(write_config, server, requests_per_minute=600,
                         tokens_per_minute=200_000, price_prompt_per_1k=1.0,
                         price_completion_per_1k=2.0)  # fmt: skip
-    code = run_stage("seeds", main, ["--config", str(config), "--estimate"], add_arguments)
+    code = run_stage(
+        "seeds", STAGE, ["--config", str(config), "--estimate"], add_arguments, runs_anyway
+    )
     assert code == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"estimate for {run_dir(config)} (live mode, fake-model); nothing is sent"
@@ -408,7 +413,9 @@ def test_estimate_prints_the_run_and_sends_nothing(simulate, write_config, capsy
     config = config_for(write_config, server, mode="batch", price_prompt_per_1k=1.0,
                         price_completion_per_1k=2.0, batch_enqueued_tokens=4_000_000,
                         generation={"targets": {"sts": 120_000}})  # fmt: skip
-    assert run_stage("seeds", main, ["--config", str(config), "--estimate"], add_arguments) == 0
+    assert run_stage(
+        "seeds", STAGE, ["--config", str(config), "--estimate"], add_arguments, runs_anyway
+    ) == 0
     out = capsys.readouterr().out.splitlines()
     files = next(line for line in out if line.startswith("  batch files: "))
     assert files.startswith("  batch files: 3 (at most 50,000 requests and 190 MiB each")

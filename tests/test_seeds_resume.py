@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import run_stage
-from seeds.main import add_arguments, main
+from seeds.__main__ import add_arguments
 from seeds.simulator import BatchSettings, RunningSimulator, SimulatorSettings
 from seeds.store import read_jsonl
 from tests.seeds_fake_server import FakeLLM, ServerThread
@@ -160,7 +160,9 @@ def test_embedded_local_generator_end_to_end(write_config, caplog) -> None:
         generator={"backend": "local", "max_tokens": 160, "concurrency": 1},
         generation={"run_name": "t", "targets": {"sts": 1}, "max_requests_per_target": 3.0},
     )
-    code = run_stage("seeds", main, ["--config", str(config), "--no-progress"], add_arguments)
+    code = run_stage(
+        "seeds", "seeds.main:main", ["--config", str(config), "--no-progress"], add_arguments
+    )
     assert code == 0
     run = run_dir(config)
     summary = run_json(run)

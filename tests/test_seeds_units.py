@@ -208,7 +208,7 @@ VALID = {
 @pytest.mark.parametrize("task_type", TASK_TYPES)
 def test_valid_examples_pass_and_keep_only_native_fields(task_type: str) -> None:
     value = {**VALID[task_type], "extra": "ignored"}
-    example = validate_example(TEMPLATES[task_type], value, 1, 100, "de", "en")
+    example = validate_example(TEMPLATES[task_type], value, 1, 100)
     assert example == VALID[task_type]
 
 
@@ -232,17 +232,14 @@ def test_each_rule_rejects_with_its_reason(task_type: str, change: dict, reason:
     value = {**VALID[task_type], **change}
     value = {k: v for k, v in value.items() if v is not None}
     with pytest.raises(Rejection) as caught:
-        validate_example(TEMPLATES[task_type], value, 1, 100, "de", "en")
+        validate_example(TEMPLATES[task_type], value, 1, 100)
     assert caught.value.reason == reason
 
 
-def test_length_floor_and_bitext_languages() -> None:
+def test_length_floor() -> None:
     with pytest.raises(Rejection) as caught:
         validate_example(TEMPLATES["sts"], VALID["sts"], 2, 100)
     assert caught.value.reason == "too_short"
-    with pytest.raises(Rejection) as caught:
-        validate_example(TEMPLATES["bitext"], VALID["bitext"], 1, 100, "de", "de")
-    assert caught.value.reason == "same_language"
 
 
 def test_dedup_key_ignores_whitespace_only() -> None:

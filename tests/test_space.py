@@ -27,7 +27,7 @@ from sentence_transformers import SentenceTransformer
 from kit import instructions as kit_instructions
 from kit.cli import run_stage
 from space import staging
-from space.__main__ import main as stage_main
+from space.__main__ import main as STAGE
 from tests.space_helpers import imported_space, stage_test_space, write_local_dataset
 
 README_VARIABLES = {
@@ -441,7 +441,7 @@ def test_staging_writes_a_space_repo_that_points_at_the_release(
         hub={"namespace": "acme", "model_repo": "emb", "dataset_repo": "data"},
         space={"title": "Acme demo", "max_documents": 50, "sample_documents": 10},
     )
-    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    assert run_stage("space", STAGE, ["--config", str(config)]) == 0
     space_dir = tmp_path / "build" / "space"
     modules = sorted(path.name for path in staging.DEMO_DIR.glob("*.py"))
     assert {"app.py", "corpus.py", "instructions.py", "search.py", "settings.py"} <= set(modules)
@@ -449,7 +449,7 @@ def test_staging_writes_a_space_repo_that_points_at_the_release(
         ["README.md", "provenance.json", "requirements.txt", "settings.json", *modules]
     )
     provenance = json.loads((space_dir / "provenance.json").read_text(encoding="utf-8"))
-    assert provenance["stage"] == "space" and list(provenance["config_sections"]) == ["space"]
+    assert provenance["stage"] == "space" and list(provenance["sections"]) == ["space"]
     assert provenance["facts"] == {"model_id": "acme/emb", "dataset_id": "acme/data"}
     card = SpaceCard.load(space_dir / "README.md")
     assert card.data.sdk == "gradio"
@@ -491,7 +491,7 @@ def test_staging_writes_app_py_last_and_leaves_no_temporary_files(
 
     monkeypatch.setattr(staging, "atomic_write_bytes", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_stage("space", stage_main, ["--config", str(config)])
+        run_stage("space", STAGE, ["--config", str(config)])
     assert order[-1] == "app.py" and len(order) == len(set(order))
     assert not (space_dir / "app.py").exists() and not (space_dir / "old_module.py").exists()
     monkeypatch.setattr(staging, "atomic_write_bytes", write)
@@ -507,7 +507,8 @@ def test_staging_writes_app_py_last_and_leaves_no_temporary_files(
 
 def test_the_app_imports_no_stage_and_nothing_outside_its_requirements(space) -> None:
     own = {path.stem for path in staging.DEMO_DIR.glob("*.py")}
-    third_party = {"gradio", "pandas", "torch", "sentence_transformers", "datasets"}
+    third_party = {"gradio", "pandas", "torch", "sentence_transformers", "datasets", "numpy",
+                   "xllamacpp", "huggingface_hub"}  # fmt: skip
     for path in staging.DEMO_DIR.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = set()
@@ -532,7 +533,7 @@ def test_the_space_modules_shadow_no_installed_or_standard_module() -> None:
 
 def test_staging_rejects_a_description_the_hub_would_refuse(write_config, capsys) -> None:
     config = write_config(space={"short_description": "x" * 61})
-    assert run_stage("space", stage_main, ["--config", str(config)]) == 2
+    assert run_stage("space", STAGE, ["--config", str(config)]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: space.short_description has 61 characters; the Hub allows 60"
     )
@@ -542,10 +543,10 @@ def test_demo_without_a_trained_model_is_one_line(write_config, tmp_path: Path, 
     from space.__main__ import add_arguments
 
     config = write_config()
-    assert run_stage("space", stage_main, ["--config", str(config), "--serve"], add_arguments) == 2
+    assert run_stage("space", STAGE, ["--config", str(config), "--serve"], add_arguments) == 2
     model_dir = tmp_path / "build" / "model"
     assert capsys.readouterr().err == (
-        f"error: no trained model in {model_dir}: run `make evaluate` first\n"
+        f"error: no trained model in {model_dir}: run `make train` first\n"
     )
 
 
@@ -558,7 +559,7 @@ def test_a_read_only_output_folder_is_one_line_and_keeps_the_staged_space(
     import subprocess
 
     config = write_config(space={"title": "before"})
-    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    assert run_stage("space", STAGE, ["--config", str(config)]) == 0
     space_dir = tmp_path / "build" / "space"
     before = {p.name: p.read_bytes() for p in space_dir.iterdir()}
     config.write_text(config.read_text().replace('"before"', '"after"'), encoding="utf-8")
@@ -592,5 +593,5 @@ def test_a_stage_removes_what_an_interrupted_write_left_in_the_build(
     leftover.write_text("{", encoding="utf-8")
     kept = leftover.with_name("training_record.json")
     kept.write_text("{}", encoding="utf-8")
-    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    assert run_stage("space", STAGE, ["--config", str(config)]) == 0
     assert not leftover.exists() and kept.read_text(encoding="utf-8") == "{}"

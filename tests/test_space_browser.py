@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import run_stage
-from space.__main__ import main as stage_main
+from space.__main__ import main as STAGE
 from tests.space_helpers import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -102,7 +102,7 @@ def test_a_browser_searches_the_staged_space(
     from selenium.webdriver.common.by import By
 
     config = write_config(space={"title": "Browser test", "sample_documents": 20})
-    assert run_stage("space", stage_main, ["--config", str(config)]) == 0
+    assert run_stage("space", STAGE, ["--config", str(config)]) == 0
     dataset_dir = write_local_dataset(tmp_path / "release-data", DATASET_DOCUMENTS)
     env = {"MODEL_ID": str(tiny_st_model_dir), "DATASET_ID": str(dataset_dir)}
     with (

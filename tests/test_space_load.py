@@ -7,7 +7,8 @@ user's documents, so with the random tiny model that document must rank first (c
 and every other row must come from the same corpus: an answer computed on another user's
 corpus, or a cached embedding served to the wrong corpus, would show. The cache is set to
 fewer corpora than there are users, so it must evict, and the server's memory must stay
-bounded while it does. Latency figures go to build/test-artifacts/space-load.json.
+bounded while it does. Run on both backends (sentence-transformers, and llama.cpp on a
+verified GGUF); latency figures go to build/test-artifacts/space-load-<backend>.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving_models import build_verified_gguf_repo
 from tests.space_helpers import (
     ARTIFACTS_DIR,
     LOAD_LIMITS,
@@ -43,12 +45,22 @@ CACHE_CORPORA = 8
 RSS_GROWTH_LIMIT = 120 * 2**20
 
 
+@pytest.fixture(scope="module")
+def gguf_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_verified_gguf_repo(tmp_path_factory.mktemp("gguf-repo"))
+
+
+@pytest.mark.parametrize("backend", ["sentence-transformers", "gguf"])
 def test_32_users_at_once_each_get_the_answer_to_their_own_input(
-    tmp_path: Path, tiny_st_model_dir: Path
+    tmp_path: Path, tiny_st_model_dir: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
+    """On each backend: sentence-transformers on the tiny model, and llama.cpp on a tiny
+    model's verified Q8_0 GGUF."""
     space_dir = stage_test_space(tmp_path / "stage")
+    model = request.getfixturevalue("gguf_repo") if backend == "gguf" else tiny_st_model_dir
     env = {
-        "MODEL_ID": str(tiny_st_model_dir),
+        "MODEL_ID": str(model),
+        "BACKEND": backend,
         "DATASET_ID": "",
         "CACHE_CORPORA": str(CACHE_CORPORA),
         **{name.upper(): str(value) for name, value in LOAD_LIMITS.items()},
@@ -84,6 +96,7 @@ def test_32_users_at_once_each_get_the_answer_to_their_own_input(
     searches = [a.latency_ms for a in answers if a.request.kind in SEARCH_KINDS]
     errors = [a.latency_ms for a in answers if a.request.kind not in SEARCH_KINDS]
     figures = {
+        "backend": backend,
         "users": USERS,
         "answers": len(answers),
         "wall_s": round(wall_s, 1),
@@ -101,5 +114,5 @@ def test_32_users_at_once_each_get_the_answer_to_their_own_input(
         "corpora_embedded": len(reports),
     }
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS_DIR / "space-load.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (ARTIFACTS_DIR / f"space-load-{backend}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\nspace load: {figures}")

@@ -60,7 +60,7 @@ def _zero_training_section(
 def test_zero3_gradcache_lora_checkpointing_releases_the_trained_weights(
     tiny_model_dirs, write_config, tmp_path, monkeypatch
 ):
-    from training.distributed import free_port
+    from kit.net import free_port
 
     launcher_env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
     for name, value in {**launcher_env, "MASTER_PORT": str(free_port())}.items():

@@ -54,7 +54,7 @@ def _worker(rank: int, base: str, port: int, out_dir: str) -> None:
 def test_each_worker_scores_its_anchors_against_all_workers_documents(tiny_model_dirs, tmp_path):
     from kit.embedder import build_embedder
     from kit.instructions import release_prompts
-    from training.distributed import free_port
+    from kit.net import free_port
 
     base = str(tiny_model_dirs["qwen2"])
     torch.multiprocessing.spawn(

@@ -172,7 +172,10 @@ def test_checkpoints_of_other_settings_are_never_resumed(
     assert run_training(write_config(training={**section, "seed": 7})) == 0
     record = json.loads((model_dir / "training_record.json").read_text())
     assert record["resumed_from"] is None and record["seed"] == 7 and record["steps"] == 2
-    assert f"{checkpoints} holds checkpoints of other training inputs or settings" in caplog.text
+    assert (
+        f"{checkpoints} holds checkpoints of another run (config changed: [training]): removed"
+        in caplog.text
+    )
     state = json.loads((checkpoints / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["log_history"] != first_state["log_history"]  # written by the new run
     again = load_file(model_dir / "model.safetensors")
@@ -272,12 +275,12 @@ def test_launcher_with_another_process_count_is_refused(
     )
 
 
-def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
+def test_a_half_written_checkpoint_is_skipped_and_an_unfinished_release_is_redone(
     tiny_model_dirs, write_config, tmp_path
 ):
     """A kill while the trainer writes checkpoint-6 leaves it without its state file or with
-    a cut weights file: the run resumes from checkpoint-4. A torn release record means an
-    unfinished release: the next run trains again instead of trusting it."""
+    a cut weights file: the run resumes from checkpoint-4. A kill before the release's
+    provenance lands leaves an unfinished release: the next run exports it again."""
     dataset = write_learnable_dataset(tmp_path / "dataset")
     section = training_section(tiny_model_dirs["qwen2"], dataset, save_steps=2, max_steps=6)
     second = write_config(training=section)
@@ -292,9 +295,9 @@ def test_a_half_written_checkpoint_is_skipped_and_a_torn_record_retrains(
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == [
         "checkpoint-4", "checkpoint-6",
     ]  # fmt: skip
-    # A torn record: not up to date, so the same config trains again (from checkpoint-6).
-    text = (model_dir / "training_record.json").read_text()
-    (model_dir / "training_record.json").write_text(text[: len(text) // 2])
+    # Killed after the record, before the provenance: not up to date, so the same config
+    # runs again (from checkpoint-6, the last step: exported with no further training).
+    (model_dir / "provenance.json").unlink()
     assert run_training(second) == 0
     again = json.loads((model_dir / "training_record.json").read_text())
     assert again["resumed_from"] == "checkpoint-6" and again["finished_at"] >= record["finished_at"]

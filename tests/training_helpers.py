@@ -23,6 +23,9 @@ def training_section(base: Path, dataset: Path, **overrides: Any) -> dict[str, A
         "lora_dropout": 0.0,
         "precision": "fp32",
         "save_steps": 100,
+        # The tiny tokenizers are byte-level BPE, which llama.cpp's converter reads only for
+        # known pre-tokenizers; the GGUF export has tests of its own (test_serving.py).
+        "gguf": [],
     }
     section.update(overrides)
     return section
@@ -30,6 +33,9 @@ def training_section(base: Path, dataset: Path, **overrides: Any) -> dict[str, A
 
 def run_training(config_path: Path, *extra: str) -> int:
     from kit.cli import run_stage
-    from training.run import add_arguments, main
+    from training.__main__ import add_arguments
 
-    return run_stage("training", main, ["--config", str(config_path), *extra], add_arguments)
+    return run_stage(
+        "training", "training.run:main", ["--config", str(config_path), *extra], add_arguments,
+        runs_anyway=lambda args: args.fresh,
+    )  # fmt: skip

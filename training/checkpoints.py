@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 from kit.files import read_json_object
-from kit.provenance import is_current, write_provenance
+from kit.provenance import Provenance, read_provenance, write_provenance
+from kit.staleness import why_stale
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
@@ -46,14 +46,16 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
-def keep_only_this_runs_checkpoints(folder: Path, provenance: dict[str, Any]) -> None:
-    """Remove checkpoints written from other inputs or settings (a changed ``[training]``
-    section, dataset or evaluation set), then mark the folder as this run's."""
+def keep_only_this_runs_checkpoints(folder: Path, provenance: Provenance) -> None:
+    """Remove checkpoints written by another run (other code, a changed ``[training]``
+    section, dataset or held-out set: the stage's own staleness rule), then mark the folder
+    as this run's."""
     stale = [p for p in folder.glob(f"{PREFIX}*") if p.is_dir()]  # none if no folder yet
-    if stale and not is_current(folder, provenance):
+    reason = why_stale(read_provenance(folder), provenance) if stale else None
+    if reason:
         log.warning(
-            "%s holds checkpoints of other training inputs or settings: removed, training "
-            "starts from step 0", folder,
+            "%s holds checkpoints of another run (%s): removed, training starts from step 0",
+            folder, reason,
         )  # fmt: skip
         for checkpoint in stale:
             shutil.rmtree(checkpoint)

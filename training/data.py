@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts import PROVENANCE_FILE, DatasetFacts, from_dict
 from kit.cli import StageError
 from kit.config import ExtraDataset
 from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
-from kit.files import digest_files, read_json_object
 from kit.instructions import instruct
-from kit.provenance import PROVENANCE_FILE, public_name
+from kit.provenance import public_name, read_provenance
 from kit.schema import MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
+from kit.staleness import dataset_identity
 
 REQUIRED_COLUMNS = ("task_definition", "query", "positive", "negative")
-DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv", ".gz")
 
 
 @dataclass(frozen=True)
@@ -95,17 +95,9 @@ def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
 
 
 def dataset_revision(source: str) -> str:
-    """A content hash of a local dataset folder's data files, or the Hub id's commit if known."""
-    folder = Path(source)
-    if folder.is_dir():
-        data = [
-            path
-            for path in folder.rglob("*")
-            if path.is_file()
-            and path.suffix in DATA_SUFFIXES
-            and path.relative_to(folder).as_posix() != PROVENANCE_FILE
-        ]
-        return f"sha256:{digest_files(folder, data)}"
+    """A local folder by content (``kit.staleness``), a Hub id by its commit when known."""
+    if Path(source).is_dir():
+        return f"sha256:{dataset_identity(source)}"
     try:
         from huggingface_hub import HfApi
 
@@ -114,19 +106,26 @@ def dataset_revision(source: str) -> str:
         return "unknown"
 
 
-def dataset_provenance(source: str) -> dict[str, Any]:
-    """The dataset's own ``provenance.json`` (local folder or Hub repo); empty when it has
-    none, as a dataset made elsewhere may not."""
+def read_dataset_facts(source: str) -> DatasetFacts | None:
+    """The facts in the dataset's own ``provenance.json`` (local folder or Hub repo); ``None``
+    for a dataset made elsewhere, or one that cannot be reached."""
     folder = Path(source)
     if folder.is_dir():
-        return read_json_object(folder / PROVENANCE_FILE) or {}
-    try:
-        from huggingface_hub import hf_hub_download
+        provenance = read_provenance(folder)
+    else:
+        try:
+            from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(source, PROVENANCE_FILE, repo_type="dataset")
-    except Exception:  # noqa: BLE001 - offline, private or absent: the facts stay unknown
-        return {}
-    return read_json_object(Path(path)) or {}
+            path = hf_hub_download(source, PROVENANCE_FILE, repo_type="dataset")
+        except Exception:  # noqa: BLE001 - offline, private or absent: the facts stay unknown
+            return None
+        provenance = read_provenance(Path(path).parent)
+    if provenance is None or provenance.stage != "dataset_builder":
+        return None
+    try:
+        return from_dict(DatasetFacts, provenance.facts)
+    except ValueError:
+        return None
 
 
 def _load(source: str, config_name: str) -> Any:

@@ -7,17 +7,18 @@ shards, and reading them is how other projects saved empty or base-equal models.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import kit
+from kit.artifacts import TRAINING_RECORD_FILE, TrainingRecord, write_training_record
 from kit.embedder import build_embedder
-from kit.files import atomic_write_json
-from kit.provenance import write_provenance
+from kit.staleness import StageRun
+from training.gguf import GGUF_FOLDER, export_gguf
 from training.model import add_lora, merge_lora
-
-RECORD_FILE = "training_record.json"
+from training.serving import check_reload, reference_embeddings, write_serving_keys
 
 
 def merged_embedder(
@@ -40,20 +41,31 @@ def merged_embedder(
     return model
 
 
-def save_release(
-    model: Any, out_dir: Path, record: dict[str, Any], provenance: dict[str, Any]
-) -> None:
-    """Save safetensors, tokenizer and prompts; the record is written last, as the done-marker.
+def save_release(model: Any, stage: StageRun, record: TrainingRecord) -> None:
+    """Save safetensors, tokenizer and prompts, the keys serving engines read, the GGUF
+    files, then the record, then the provenance.
 
-    A kill at any point before the record lands leaves a folder without a record, which the
-    next run (and every reader) treats as unfinished.
+    The old provenance goes first: a kill at any point before the new one lands leaves a
+    folder that the next run (and every reader) treats as unfinished.
     """
+    from sentence_transformers import SentenceTransformer
+
+    out_dir = stage.folder
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RECORD_FILE).unlink(missing_ok=True)
+    stage.begin()
+    (out_dir / TRAINING_RECORD_FILE).unlink(missing_ok=True)
     model.save(str(out_dir), safe_serialization=True, create_model_card=False)
-    write_provenance(out_dir, provenance)
-    record = {**record, "kit_version": kit.__version__, "finished_at": _now()}
-    atomic_write_json(out_dir / RECORD_FILE, record)
+    saved = reference_embeddings(SentenceTransformer(str(out_dir), device="cpu"))
+    write_serving_keys(out_dir, model)
+    check_reload(out_dir, saved)
+    shutil.rmtree(out_dir / GGUF_FOLDER, ignore_errors=True)
+    ggufs = export_gguf(out_dir, stage.config.training.gguf, stage.config.hub.model_repo)
+    record = dataclasses.replace(
+        record, gguf_files=[path.relative_to(out_dir).as_posix() for path in ggufs]
+    )
+    finished = dataclasses.replace(record, kit_version=kit.__version__, finished_at=_now())
+    write_training_record(out_dir, finished)
+    stage.publish()
 
 
 def _now() -> str:

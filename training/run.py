@@ -15,29 +15,22 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from kit.artifacts import ExtraDatasetUse, TrainingRecord
 from kit.bundled import resolve_model
 from kit.cli import StageError
 from kit.config import Config, TrainingSection
 from kit.decontamination import EvaluationNgrams
-from kit.embedder import RECIPE, build_embedder, check_base_tokenizer
-from kit.evalsets import data_fingerprint
-from kit.files import read_json_object
+from kit.embedder import build_embedder, check_base_tokenizer
 from kit.instructions import release_prompts
-from kit.paths import layout
-from kit.provenance import build_provenance, is_current, public_name
+from kit.provenance import public_name
+from kit.staleness import StageRun, training_source
 from training import distributed
 from training.checkpoints import (
     is_final,
     keep_only_this_runs_checkpoints,
     last_complete_checkpoint,
 )
-from training.data import (
-    NO_SYNTHETIC,
-    TrainingData,
-    dataset_provenance,
-    dataset_revision,
-    load_training_data,
-)
+from training.data import TrainingData, load_training_data, read_dataset_facts
 from training.diagnostics import (
     StepValidation,
     mean_pairwise_cosine,
@@ -47,7 +40,7 @@ from training.diagnostics import (
     retrieval_accuracy,
     validation_curve,
 )
-from training.export import RECORD_FILE, merged_embedder, save_release
+from training.export import merged_embedder, save_release
 from training.loss import BucketedCachedInfoNCELoss
 from training.matryoshka import base_embedding_dimension, trained_dims, with_matryoshka
 from training.model import add_lora, lora_state_dict
@@ -58,12 +51,6 @@ from training.trainer import EmbedderTrainer
 log = logging.getLogger(__name__)
 # Recorded elsewhere in the record, by their public names only.
 NOT_HYPERPARAMETERS = ("base_model", "dataset", "extra_datasets", "deepspeed")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fresh", action="store_true", help="ignore checkpoints and start from step 0"
-    )
 
 
 def _check_batch_shape(cfg: TrainingSection, processes: int) -> int:
@@ -90,9 +77,9 @@ def _largest_lora_tensor(model: Any) -> int:
     return max(p.numel() for n, p in model.named_parameters() if "lora_" in n)
 
 
-def main(config: Config, args: argparse.Namespace) -> None:
+def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
     cfg = config.training
-    paths = layout(str(config.path))
+    layout = config.layout
     precision = resolve_precision(cfg.precision)
     if cfg.num_processes > 1 and not cfg.deepspeed:
         raise StageError(
@@ -100,20 +87,15 @@ def main(config: Config, args: argparse.Namespace) -> None:
             "configs/deepspeed/zero2.json or zero3.json"
         )
     per_device_batch = _check_batch_shape(cfg, cfg.num_processes)
-    source = cfg.dataset or paths["dataset_dir"]
-    provenance = expected_provenance(config, source)
-    model_dir = Path(paths["model_dir"])
-    if not args.fresh and _is_up_to_date(model_dir, provenance):
-        log.info("%s is up to date with its dataset and [training]: nothing to do", model_dir)
-        return
+    held_out = config.held_out
     ngrams = (
         EvaluationNgrams.build(
-            cfg.decontamination_ngram, cfg.decontamination_sets, cfg.decontamination_registry
+            cfg.decontamination_ngram, held_out.local_tasks, held_out.registry_tasks
         )
         if cfg.decontaminate and cfg.extra_datasets
         else None
     )
-    data = load_training_data(source, cfg.extra_datasets, ngrams)
+    data = load_training_data(training_source(config), cfg.extra_datasets, ngrams)
     if data.decontaminated.rows:
         log.info("left out of the public sets, sharing text with evaluation sets: %s",
                  dict(data.decontaminated.rows))  # fmt: skip
@@ -128,14 +110,12 @@ def main(config: Config, args: argparse.Namespace) -> None:
         raise StageError("training.num_processes > 1 needs launcher = 'torchrun' or 'accelerate'")
     distributed.check_world_size(cfg.num_processes)
     if distributed.is_main_process():
-        keep_only_this_runs_checkpoints(Path(paths["checkpoint_dir"]), provenance)
+        keep_only_this_runs_checkpoints(layout.checkpoint_dir, stage.expected)
     if relaunching:
         log.info("relaunching under %s on %d processes", cfg.launcher, cfg.num_processes)
         distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
         return
-    train(
-        config, args, data, base_path, prompts, precision, per_device_batch, paths, provenance, dims
-    )
+    train(config, args, data, base_path, prompts, precision, per_device_batch, stage, dims)
 
 
 def _check_a_batch_fits(groups: dict[str, Any], batch_size: int) -> None:
@@ -150,38 +130,6 @@ def _check_a_batch_fits(groups: dict[str, Any], batch_size: int) -> None:
         )
 
 
-def expected_provenance(config: Config, source: str) -> dict[str, Any]:
-    """What the release would be made from: the dataset's data, the extra sets, [training]."""
-    cfg = config.training
-    upstream = dataset_provenance(source) if source != NO_SYNTHETIC else {}
-    inputs = {
-        "dataset": dataset_revision(source) if source != NO_SYNTHETIC else NO_SYNTHETIC,
-        "extra_datasets": [dataset_revision(extra.path) for extra in cfg.extra_datasets],
-        "evaluation_sets": [data_fingerprint(t) for t in cfg.decontamination_sets],
-    }
-    facts = {
-        "dataset": public_name(source),
-        "dataset_repo_id": upstream.get("facts", {}).get("repo_id"),
-        "generator": upstream.get("facts", {}).get("generator"),
-        "languages": upstream.get("facts", {}).get("languages") or [],
-        "extra_datasets": [
-            {"dataset": public_name(extra.path), "task_definition": extra.task_definition}
-            for extra in cfg.extra_datasets
-        ],
-        "base_model": public_name(cfg.base_model),
-        "recipe": RECIPE,
-        "max_length": cfg.max_length,
-    }
-    return build_provenance("training", config, ("training",), inputs, facts)
-
-
-def _is_up_to_date(model_dir: Path, provenance: dict[str, Any]) -> bool:
-    """The release was made from these inputs and finished (its record is readable)."""
-    return read_json_object(model_dir / RECORD_FILE) is not None and is_current(
-        model_dir, provenance
-    )
-
-
 def train(
     config: Config,
     args: argparse.Namespace,
@@ -190,8 +138,7 @@ def train(
     prompts: dict[str, str],
     precision: str,
     per_device_batch: int,
-    paths: dict[str, str],
-    provenance: dict[str, Any],
+    stage: StageRun,
     dims: tuple[int, ...],
 ) -> None:
     """Fine-tune the base model as an embedder and write the release folder; ``dims`` are
@@ -208,7 +155,7 @@ def train(
     if cfg.deepspeed:
         distributed.set_single_process_env()
         ds_config = distributed.deepspeed_config(cfg.deepspeed, _largest_lora_tensor(model))
-    checkpoint_dir = Path(paths["checkpoint_dir"])
+    checkpoint_dir = config.layout.checkpoint_dir
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=per_device_batch,
@@ -291,45 +238,52 @@ def train(
         "mean_pairwise_cosine_after": mean_pairwise_cosine(release, probes, batch),
         "pools_eos": pools_eos(release),
     }
-    record = {
-        "base_model": public_name(cfg.base_model),
-        "dataset": provenance["facts"]["dataset_repo_id"] or public_name(data.source),
-        "dataset_revision": data.revision,
-        "extra_datasets": provenance["facts"]["extra_datasets"],
-        "hyperparameters": {
+    facts = read_dataset_facts(data.source)
+    record = TrainingRecord(
+        base_model=public_name(cfg.base_model),
+        dataset=(facts.repo_id if facts else None) or public_name(data.source),
+        dataset_revision=data.revision,
+        dataset_repo_id=facts.repo_id if facts else None,
+        generator=facts.generator if facts else None,
+        languages=facts.languages if facts else [],
+        extra_datasets=[
+            ExtraDatasetUse(public_name(extra.path), extra.task_definition)
+            for extra in cfg.extra_datasets
+        ],
+        hyperparameters={
             **{k: v for k, v in asdict(cfg).items() if k not in NOT_HYPERPARAMETERS},
             "loss": ("MatryoshkaLoss over " if dims else "")
             + "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
             "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
         },
-        "seed": cfg.seed,
-        "steps": steps,
-        "train_runtime_s": round(runtime, 2),
-        "final_loss": _final_loss(trainer),
-        "max_length": cfg.max_length,
-        "matryoshka_dims": list(dims),
-        "precision": precision,
-        "deepspeed": _deepspeed_summary(public_name(cfg.deepspeed), ds_config),
-        "world_size": distributed.world_size(),
-        "resumed_from": Path(resume).name if resume else None,
-        "train_rows": {k: len(v) for k, v in data.train.items()},
-        "decontamination": {
+        seed=cfg.seed,
+        steps=steps,
+        train_runtime_s=round(runtime, 2),
+        final_loss=_final_loss(trainer),
+        max_length=cfg.max_length,
+        matryoshka_dims=list(dims),
+        precision=precision,
+        deepspeed=_deepspeed_summary(public_name(cfg.deepspeed), ds_config),
+        world_size=distributed.world_size(),
+        resumed_from=Path(resume).name if resume else None,
+        train_rows={k: len(v) for k, v in data.train.items()},
+        decontamination={
             "removed": dict(data.decontaminated.rows),
             "examples": data.decontaminated.examples,
         },
-        "validation_accuracy_before": accuracy_before,
-        "validation_accuracy_after": accuracy_after,
-        "validation_accuracy_curve": validation_curve(trainer.state.log_history),
-        "loss_curve": [
+        validation_accuracy_before=accuracy_before,
+        validation_accuracy_after=accuracy_after,
+        validation_accuracy_curve=validation_curve(trainer.state.log_history),
+        loss_curve=[
             (entry["step"], round(float(entry["loss"]), 4))
             for entry in trainer.state.log_history
             if "loss" in entry
         ],
-        "negatives_per_anchor_share": negatives_share(trainer.batch_shapes, per_device_batch),
-        "checks": checks,
-    }
-    save_release(release, Path(paths["model_dir"]), record, provenance)
-    log.info("saved %s (%d steps, %.1f s)", paths["model_dir"], steps, runtime)
+        negatives_per_anchor_share=negatives_share(trainer.batch_shapes, per_device_batch),
+        checks=checks,
+    )
+    save_release(release, stage, record)
+    log.info("saved %s (%d steps, %.1f s)", stage.folder, steps, runtime)
 
 
 def _cuda() -> bool:

@@ -12,28 +12,18 @@ code checks one answer as it arrives, a Batch API output file in chunks spread o
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kit.config import QualitySection
+from kit.schema import TASK_TABLE, verified_flag
 from seeds.gates.content import check_content
 from seeds.gates.language import VERIFIED, WRONG, LanguageCheck
 from seeds.gates.near_duplicates import NearDuplicateIndex
 from seeds.parsing import Rejection
-
-# Which side of the row each text must be written in (the templates ask for this).
-LANGUAGE_SIDES: dict[str, dict[str, str]] = {
-    "short_long": {"user_query": "source", "positive_document": "source",
-                   "hard_negative_document": "source"},
-    "long_short": {"input_text": "source"},
-    "short_short": {"input": "source", "positive_document": "source"},
-    "long_long": {"input": "source", "positive_document": "source"},
-    "sts": {"S1": "source", "S2": "source", "S3": "source"},
-    "bitext": {"S1": "source", "S2": "target", "S3": "target"},
-}  # fmt: skip
-
+from seeds.templates import Template, load_templates
 
 # Rows per gate call: batched language ID pays numpy's per-call cost once per byte position
 # of a chunk, so larger chunks are cheaper per row (bench/gates_bench.py measures it).
@@ -52,7 +42,8 @@ class Candidate:
     prompt: str = ""  # what the generator was asked (its words must not come back as text)
 
     def language_of(self, text_field: str) -> str | None:
-        side = LANGUAGE_SIDES[self.task_type].get(text_field)
+        """The language the field must be written in (``None``: a label, not checked)."""
+        side = TASK_TABLE[self.task_type].side_of(text_field)
         if side is None:
             return None
         return self.target_language if side == "target" else self.language
@@ -69,9 +60,16 @@ class Verdict:
 class QualityGates:
     """The content and language gates, and the near-duplicate index of the run."""
 
-    def __init__(self, settings: QualitySection, kit_codes: Sequence[str]) -> None:
+    def __init__(
+        self,
+        settings: QualitySection,
+        kit_codes: Sequence[str],
+        templates: Mapping[str, Template] | None = None,
+    ) -> None:
         self.settings = settings
         self.kit_codes = list(kit_codes)
+        # The templates say how many words each field was asked for (the length floors).
+        self.templates = dict(templates if templates is not None else load_templates())
         self.language = (
             LanguageCheck(kit_codes, settings.language_min_chars, settings.language_min_confidence)
             if settings.language_check
@@ -92,7 +90,10 @@ class QualityGates:
         # Spawned, not forked: the run's event loop and client threads must not be copied.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            processes, context, initializer=_start_worker, initargs=(self.settings, self.kit_codes)
+            processes,
+            context,
+            initializer=_start_worker,
+            initargs=(self.settings, self.kit_codes, self.templates),
         ) as pool:
             return [verdict for part in pool.map(_inspect_in_worker, chunks) for verdict in part]
 
@@ -101,11 +102,10 @@ class QualityGates:
         if self.settings.content_rules:
             for candidate, verdict in zip(candidates, verdicts, strict=True):
                 languages = {f: candidate.language_of(f) for f in candidate.example}
+                asked = self.templates[candidate.task_type].asked_words(candidate.placeholders)
+                task = TASK_TABLE[candidate.task_type]
                 try:
-                    check_content(
-                        candidate.task_type, candidate.example, candidate.placeholders,
-                        languages, candidate.prompt,
-                    )  # fmt: skip
+                    check_content(task, candidate.example, asked, languages, candidate.prompt)
                 except Rejection as rejection:
                     verdict.reason = rejection.reason
         if self.language is not None:
@@ -133,24 +133,23 @@ class QualityGates:
             verdicts[index].quality = {"language": fields} | self._verified(candidate, fields)
 
     def _verified(self, candidate: Candidate, fields: dict[str, str]) -> dict[str, Any]:
-        sides = LANGUAGE_SIDES[candidate.task_type]
-        verified = {
-            side: any(v == VERIFIED for f, v in fields.items() if sides[f] == side)
-            for side in set(sides.values())
+        """Per side, whether any of its texts was confirmed in its language."""
+        task = TASK_TABLE[candidate.task_type]
+        return {
+            verified_flag(side): any(
+                v == VERIFIED for f, v in fields.items() if task.side_of(f) == side
+            )
+            for side in task.sides
         }
-        quality = {"language_verified": verified["source"]}
-        if "target" in verified:
-            quality["target_language_verified"] = verified["target"]
-        return quality
 
     def _language_reason(self, candidate: Candidate, fields: dict[str, str]) -> str | None:
         for text_field, outcome in fields.items():
             if outcome == WRONG:
                 return f"wrong_language:{text_field}"
         if self.settings.require_verified_language:
-            for side, verified in self._verified(candidate, fields).items():
+            for flag, verified in self._verified(candidate, fields).items():
                 if not verified:
-                    return f"unverified_{side.removesuffix('_verified')}"
+                    return f"unverified_{flag.removesuffix('_verified')}"
         return None
 
     def admit(self, rows: Sequence[Sequence[str]]) -> list[bool]:
@@ -163,9 +162,13 @@ class QualityGates:
 _worker_gates: list[QualityGates] = []
 
 
-def _start_worker(settings: QualitySection, kit_codes: list[str]) -> None:
+def _start_worker(
+    settings: QualitySection, kit_codes: list[str], templates: dict[str, Template]
+) -> None:
     """A gate process holds the stateless gates; the near-duplicate index stays in the run."""
-    _worker_gates.append(QualityGates(replace(settings, near_duplicates=False), kit_codes))
+    _worker_gates.append(
+        QualityGates(replace(settings, near_duplicates=False), kit_codes, templates)
+    )
 
 
 def _inspect_in_worker(candidates: Sequence[Candidate]) -> list[Verdict]:

@@ -14,17 +14,24 @@ import html
 import logging
 import re
 import sys
+from typing import Any
 
 import gradio as gr
 import pandas as pd
-from sentence_transformers import SentenceTransformer
 
 # The Space's own modules, which sit beside app.py in the Space repo:
 # isort: split
 from corpus import SOURCE_DATASET, SOURCE_PASTE, SOURCE_UPLOAD, UPLOAD_TYPES, max_upload_bytes
 from errors import InputError
 from instructions import instruction_choices
-from search import MAX_TOP_K, ModelLoadError, Retriever, SearchResult, load_model, share_cores
+from search import (
+    MAX_TOP_K,
+    ModelLoadError,
+    Retriever,
+    SearchResult,
+    backend_label,
+    load_embedder,
+)
 from settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("space")
@@ -62,9 +69,10 @@ EXAMPLE_CORPUS = "\n".join(
 )
 
 
-def header_markdown(settings: Settings) -> str:
-    """Title, provenance and limits; built from settings only, never from user input."""
-    provenance = f"Model `{settings.model_id}`"
+def header_markdown(settings: Settings, backend: str) -> str:
+    """Title, provenance, backend and limits; built from settings and the loaded model only,
+    never from user input."""
+    provenance = f"Model `{settings.model_id}` · embeddings by {backend}"
     if settings.dataset_id:
         provenance += f" · sample corpus from dataset `{settings.dataset_id}`"
     return (
@@ -98,7 +106,7 @@ def render(result: SearchResult) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     return table, chart, status
 
 
-def build_demo(model: SentenceTransformer, settings: Settings) -> gr.Blocks:
+def build_demo(model: Any, settings: Settings) -> gr.Blocks:
     """The Blocks app; ``search`` is also the ``/search`` API endpoint for gradio_client."""
     retriever = Retriever(model, settings)
 
@@ -135,7 +143,7 @@ def build_demo(model: SentenceTransformer, settings: Settings) -> gr.Blocks:
     default_instruction = "query" if "query" in names else names[0]
 
     with gr.Blocks(title=settings.space_title, delete_cache=(UPLOAD_KEEP_S, UPLOAD_KEEP_S)) as demo:
-        gr.Markdown(header_markdown(settings))
+        gr.Markdown(header_markdown(settings, backend_label(model)))
         with gr.Row():
             with gr.Column(scale=2):
                 instruction = gr.Dropdown(
@@ -217,11 +225,10 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         settings = load_settings()
-        model = load_model(settings.model_id)
+        model = load_embedder(settings)
     except (SettingsError, ModelLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    share_cores(settings.concurrency_limit)
     serve(build_demo(model, settings), settings)
     return 0
 

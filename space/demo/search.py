@@ -3,6 +3,11 @@
 Embedding a corpus is the expensive step, so each distinct corpus is embedded once and kept
 while it is recent. The cache is bounded both in corpora and in bytes: a public Space meets
 many corpora, and the memory it may use is fixed.
+
+The model is either sentence-transformers on PyTorch or the model's verified GGUF file on
+llama.cpp (``llama_backend``); both answer ``prompts``, ``encode_query``, ``encode_document``
+and ``similarity``, so the search does not care which, and neither library is imported
+unless its backend is used.
 """
 
 from __future__ import annotations
@@ -15,16 +20,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import torch
-from sentence_transformers import SentenceTransformer
+import numpy as np
 
 # The Space's own modules, which sit beside app.py in the Space repo:
 # isort: split
 from corpus import CorpusSources
 from errors import InputError
 from instructions import query_prompt
-from settings import Settings
+from settings import BACKEND_AUTO, BACKEND_GGUF, Settings
 
 log = logging.getLogger("space")
 
@@ -35,8 +40,10 @@ class ModelLoadError(RuntimeError):
     """The model could not be loaded; the Space cannot start without it."""
 
 
-def load_model(model_id: str) -> SentenceTransformer:
+def load_model(model_id: str) -> Any:
     """The sentence-transformers model, or a one-line reason it could not be loaded."""
+    from sentence_transformers import SentenceTransformer
+
     if not model_id:
         raise ModelLoadError(
             "Set MODEL_ID to a Hub model id or a local sentence-transformers folder."
@@ -50,6 +57,32 @@ def load_model(model_id: str) -> SentenceTransformer:
         ) from exc
 
 
+def load_embedder(settings: Settings) -> Any:
+    """The model's verified GGUF on llama.cpp when the settings allow it and the repo has
+    one, else sentence-transformers (whose torch threads then share the cores)."""
+    if settings.backend in (BACKEND_AUTO, BACKEND_GGUF) and settings.model_id:
+        try:
+            from llama_backend import LlamaCppEmbedder
+
+            return LlamaCppEmbedder(settings.model_id, settings.concurrency_limit)
+        except Exception as exc:  # no verified file, no xllamacpp, a file it cannot load
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            reason = reason or type(exc).__name__
+            if settings.backend == BACKEND_GGUF:
+                raise ModelLoadError(
+                    f"Could not embed with a GGUF of {settings.model_id!r}: {reason}"
+                ) from exc
+            log.info("no usable GGUF (%s): embedding with sentence-transformers", reason)
+    model = load_model(settings.model_id)
+    share_cores(settings.concurrency_limit)
+    return model
+
+
+def backend_label(model: Any) -> str:
+    """How the embeddings are computed, for the page."""
+    return getattr(model, "label", None) or "sentence-transformers (PyTorch)"
+
+
 def share_cores(searches_at_once: int) -> int:
     """Split the CPU cores between the searches that run at once; returns torch's threads.
 
@@ -57,6 +90,8 @@ def share_cores(searches_at_once: int) -> int:
     four threads on a free Space's 2 vCPUs and slow each other down. ``OMP_NUM_THREADS``,
     when set, is left to decide.
     """
+    import torch
+
     if not os.environ.get("OMP_NUM_THREADS"):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(max(1, (cores or 1) // searches_at_once))
@@ -93,11 +128,11 @@ class CorpusEmbeddings:
     A corpus whose embeddings alone exceed ``max_bytes`` is embedded but never kept.
     """
 
-    def __init__(self, model: SentenceTransformer, max_entries: int, max_bytes: int) -> None:
+    def __init__(self, model: Any, max_entries: int, max_bytes: int) -> None:
         self.model = model
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._entries: OrderedDict[str, Any] = OrderedDict()
         self._nbytes = 0
         self._evictions = 0
         self._lock = threading.Lock()
@@ -106,7 +141,7 @@ class CorpusEmbeddings:
         with self._lock:
             return CacheStats(len(self._entries), self._nbytes, self._evictions)
 
-    def get(self, documents: Sequence[str]) -> tuple[torch.Tensor, bool]:
+    def get(self, documents: Sequence[str]) -> tuple[Any, bool]:
         """Return the corpus embeddings and whether they came from the cache."""
         key = corpus_key(documents)
         with self._lock:
@@ -132,9 +167,9 @@ class CorpusEmbeddings:
         )
         return embeddings, False
 
-    def _keep(self, key: str, embeddings: torch.Tensor) -> CacheStats:
+    def _keep(self, key: str, embeddings: Any) -> CacheStats:
         """Store new embeddings (unless another search stored them first), oldest out first."""
-        size = embeddings.element_size() * embeddings.nelement()
+        size = embeddings.nbytes
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -143,7 +178,7 @@ class CorpusEmbeddings:
                 self._nbytes += size
             while len(self._entries) > self.max_entries or self._nbytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
-                self._nbytes -= dropped.element_size() * dropped.nelement()
+                self._nbytes -= dropped.nbytes
                 self._evictions += 1
             return CacheStats(len(self._entries), self._nbytes, self._evictions)
 
@@ -163,7 +198,7 @@ class Retriever:
 
     def __init__(
         self,
-        model: SentenceTransformer,
+        model: Any,
         settings: Settings,
         embeddings: CorpusEmbeddings | None = None,
     ) -> None:
@@ -201,13 +236,13 @@ class Retriever:
         documents = self.sources.documents(source, pasted, upload)
         corpus_embeddings, cached = self.embeddings.get(documents)
         query_embedding = self.model.encode_query([query], prompt=prompt, convert_to_tensor=True)
-        scores = self.model.similarity(query_embedding, corpus_embeddings)[0]
-        best = torch.topk(scores, k=min(k, len(documents)))
+        scores = np.asarray(
+            self.model.similarity(query_embedding, corpus_embeddings)[0].tolist(), dtype=float
+        )
+        best = np.argsort(-scores, kind="stable")[: min(k, len(documents))]
         ranked = [
-            (rank, round(float(score), 4), documents[index])
-            for rank, (score, index) in enumerate(
-                zip(best.values.tolist(), best.indices.tolist(), strict=True), start=1
-            )
+            (rank, round(float(scores[index]), 4), documents[index])
+            for rank, index in enumerate(best.tolist(), start=1)
         ]
         return SearchResult(ranked, documents, cached, (time.perf_counter() - started) * 1000)
 

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 SETTINGS_FILE = Path(__file__).with_name("settings.json")
+# How embeddings are computed: the model's verified GGUF on llama.cpp when the repo has one
+# (auto), always that (gguf), or sentence-transformers on PyTorch.
+BACKEND_AUTO, BACKEND_GGUF, BACKEND_TORCH = "auto", "gguf", "sentence-transformers"
+BACKENDS = (BACKEND_AUTO, BACKEND_GGUF, BACKEND_TORCH)
 
 
 class SettingsError(ValueError):
@@ -35,6 +39,7 @@ class Settings:
     model_id: str = ""
     dataset_id: str = ""
     space_title: str = "Text embedder demo"
+    backend: str = field(default=BACKEND_AUTO, metadata={"choices": BACKENDS})
     sample_documents: int = _at_least(200, 0)
     max_documents: int = _at_least(2000, 1)
     max_chars_per_document: int = _at_least(4000, 1)
@@ -61,7 +66,12 @@ def env_name(field_name: str) -> str:
 def _problem(spec: Field, value: Any) -> str | None:
     """Why ``value`` cannot be this setting, or ``None``."""
     if isinstance(spec.default, str):
-        return None if isinstance(value, str) else f"must be text, got {value!r}"
+        if not isinstance(value, str):
+            return f"must be text, got {value!r}"
+        choices = spec.metadata.get("choices")
+        if choices and value not in choices:
+            return f"must be one of {', '.join(choices)}, got {value!r}"
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         return f"must be a whole number, got {value!r}"
     low = spec.metadata["min"]
