@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from kit.artifacts import PROVENANCE_FILE
 from kit.cli import run_stage
+from kit.config import load_config
+from kit.staleness import StageRun
 from seeds.__main__ import add_arguments, runs_anyway
 from seeds.plan import brainstorms_needed
 from seeds.simulator import BatchSettings, RunningSimulator, SimulatorSettings
@@ -409,6 +412,18 @@ def test_estimate_prints_the_run_and_sends_nothing(simulate, write_config, capsy
     assert server.simulator.requests == 0
     assert not run_dir(config).exists()
 
+    # after a finished run: printed again, and the run stays current (nothing cleared)
+    assert seeds(config) == 0
+    sent = server.simulator.requests
+    provenance = (run_dir(config) / PROVENANCE_FILE).read_bytes()
+    assert run_stage(
+        "seeds", STAGE, ["--config", str(config), "--estimate"], add_arguments, runs_anyway
+    ) == 0
+    assert capsys.readouterr().out.startswith(f"estimate for {run_dir(config)} (live mode")
+    assert (run_dir(config) / PROVENANCE_FILE).read_bytes() == provenance
+    assert StageRun.open("seeds", load_config(config)).decision.current
+    assert server.simulator.requests == sent
+
     # batch mode: files within the limits, waves under the enqueued-token limit, half price
     config = config_for(write_config, server, mode="batch", price_prompt_per_1k=1.0,
                         price_completion_per_1k=2.0, batch_enqueued_tokens=4_000_000,
@@ -422,7 +437,7 @@ def test_estimate_prints_the_run_and_sends_nothing(simulate, write_config, capsy
     assert any(line.startswith("  enqueued-token limit 4,000,000: the batches go in ")
                for line in out)  # fmt: skip
     assert "at batch prices ($0.5 / $1 per 1k prompt / completion tokens)" in "\n".join(out)
-    assert server.simulator.requests == 0
+    assert server.simulator.requests == sent
 
 
 def test_ledger_lines_of_batch_answers_name_their_batch(simulate, write_config) -> None:
