@@ -203,6 +203,8 @@ def run(config_path: str) -> str:
         [
             "## seeds: paper-scale rehearsal",
             "",
+            f"Sizes: `SYNTHEMBED_REHEARSAL={plan}`.",
+            "",
             "The seeds sections of `configs/e5-mistral.toml` (task mix, 93 languages, "
             "gpt-4o prices, budget, max_tokens 2048, limits 10,000 RPM / 2M TPM) scaled to the "
             "row count, against `seeds.simulator` in its own process: live at time scale "
