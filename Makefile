@@ -33,6 +33,9 @@ generate: | $(INSTALLED)
 dataset: generate
 	$(PY) -m dataset_builder --config $(CONFIG)
 
+# One process, or several: the stage checks the config, prepares the data and then replaces
+# itself with the configured launcher (torchrun ... -m training), which runs the workers
+# from outside with no parent holding anything. Several nodes: README, "Training".
 train: dataset
 	$(PY) -m training --config $(CONFIG)
 

@@ -12,12 +12,10 @@ import datetime as dt
 import importlib
 import os
 import platform
-import re
 import sys
 import traceback
-from pathlib import Path
 
-from bench import FULL_RUN_VARIABLE, full_run
+from bench import FULL_RUN_VARIABLE, OUTPUT, full_run, previous_sections
 
 BENCHES = (
     "bundled",
@@ -26,6 +24,7 @@ BENCHES = (
     "gates",
     "judge",
     "dataset",
+    "decontamination",
     "training",
     "model_card",
     "space",
@@ -36,8 +35,6 @@ BENCHES = (
 # Run only when named: quality trains three models (``make bench-quality``, about 45
 # minutes); rehearsal runs the paper config's generation at up to 500k rows (about an hour).
 ON_REQUEST = ("quality", "rehearsal")
-OUTPUT = Path("BENCHMARKS.md")
-SECTION = re.compile(r"^<!-- bench:(\w+) -->\n(.*?)^<!-- /bench:\1 -->\n", re.M | re.S)
 
 
 def machine() -> str:
@@ -50,12 +47,6 @@ def machine() -> str:
         if not torch.cuda.is_available()
         else f"{os.cpu_count()} CPU cores, GPU {torch.cuda.get_device_name(0)}"
     )
-
-
-def previous_sections() -> dict[str, str]:
-    if not OUTPUT.is_file():
-        return {}
-    return {m.group(1): m.group(2) for m in SECTION.finditer(OUTPUT.read_text(encoding="utf-8"))}
 
 
 def main() -> int:

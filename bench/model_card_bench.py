@@ -11,25 +11,28 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 from kit.config import load_config
+from kit.evalsets import LocalTask
 from model_card.encoders import Embedder, build_base, load_trained, mteb_encoder
-from model_card.local_tasks import spec_from_config
 from model_card.tasks import EvalTask, local_eval_task
 
-XQUAD = "../shared/evaldata/xquad/de"
-STS17 = "../shared/evaldata/sts17/track5.en-en.tsv"
+EVALDATA = Path(__file__).resolve().parent.parent / "model_card" / "evaldata"
+XQUAD = str(EVALDATA / "xquad" / "de")
+STS17 = str(EVALDATA / "sts17" / "en-en.tsv")
 XQUAD_INSTRUCTION = "Given a question, find the Wikipedia paragraph that answers it"
 STS_INSTRUCTION = "Retrieve semantically similar text."
 
 
 def _model(config_path: str) -> tuple[Embedder, str]:
     config = load_config(config_path)
-    model_dir = load_config(config_path).layout.model_dir
+    model_dir = config.layout.model_dir
     if (model_dir / "modules.json").is_file():
-        return load_trained(model_dir, "bench/trained"), f"trained model `{model_dir}`"
-    base = build_base(config.training.base_model, config.training.max_length)
+        trained = load_trained(model_dir, "bench/trained", config.evaluation)
+        return trained, f"trained model `{model_dir}`"
+    base = build_base(config.training.base_model, config.training.max_length, config.evaluation)
     return base, f"`{config.training.base_model}` wrapped untrained (no trained model found)"
 
 
@@ -78,7 +81,7 @@ def _plain_encode(embedder: Embedder, task: EvalTask, batch_size: int) -> tuple[
 
 
 def _task(name: str, entry: dict[str, Any]) -> EvalTask:
-    return local_eval_task(spec_from_config({"name": name, **entry}, 0), {})
+    return local_eval_task(LocalTask(name=name, **entry))
 
 
 def run(
@@ -121,7 +124,8 @@ def run(
         "## model_card: mteb evaluation time",
         "",
         f"Model: {label}, max_seq_length {embedder.model.max_seq_length}, batch size "
-        f"{batch_size}, CPU: {platform.processor() or platform.machine()}. Each row is one "
+        f"{batch_size}, encoding on {embedder.plan.describe() if embedder.plan else '-'}, "
+        f"CPU: {platform.processor() or platform.machine()}. Each row is one "
         "fresh `mteb.evaluate` (no result cache): data loading, encoding, scoring.",
         "",
         "| set | queries / pairs | documents | tokens | mteb evaluate (s) | tokens/s | score |",

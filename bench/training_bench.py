@@ -1,4 +1,5 @@
-"""Training benchmark: GradCache memory vs batch size, and length-bucketed throughput.
+"""Training benchmark: GradCache memory vs batch size, length-bucketed throughput, the host
+memory of the training data at paper scale, and the training plan of the paper config.
 
 Peer: stock sentence-transformers ``CachedMultipleNegativesRankingLoss`` on the same model,
 data and mini-batch size, in the same process, the contenders taking turns round by round.
@@ -7,13 +8,23 @@ query lengths and document word counts, drawn the way the request plan draws the
 the bundled tiny generator writes far shorter texts than it is asked for. Throughput runs on
 a Gemma-style random-weight decoder wide enough that its time goes into per-token work, with
 a base tokenizer that pads on the left as Gemma's does; the memory sweep uses the tiny one.
-``SYNTHEMBED_BENCH_FULL=1`` sweeps batch sizes up to 2048.
+``SYNTHEMBED_BENCH_FULL=1`` sweeps batch sizes up to 2048 and measures the data at 1.8M rows.
+``SYNTHEMBED_BENCH_TRAINING_PARTS=data,plan`` reruns only the parts named (memory, throughput,
+data, plan, gpu) and keeps the others from BENCHMARKS.md, each under the stamp of its own run.
+
+The data part builds the training groups from a synthetic dataset in the published layout
+(1 and 4 negatives per row) and then runs 1 and 4 rank processes at once, each mapping the
+saved groups and drawing its share of the first steps through the trainer's own samplers
+(step-aligned, duplicate-free, sharded as accelerate shards them) and tokenizing them as the
+collator does. Peer: the row-by-row build this kit used before (every row through Python,
+the dataset read into memory), at a tenth of the rows since it holds them all.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import threading
@@ -21,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import full_run
+from bench import full_run, previous_sections
 
 MINI_BATCH = 16
 MAX_LENGTH = 512
@@ -113,7 +124,8 @@ def _decoder(workdir: Path, size: dict[str, int]) -> Path:
 
 
 def _model(decoder: Path) -> Any:
-    from training.model import add_lora, build_embedder
+    from kit.embedder import build_embedder
+    from training.adapter import add_lora
 
     model = build_embedder(str(decoder), MAX_LENGTH, {"query": "", "document": ""})
     add_lora(model, 16, 32, 0.0)
@@ -299,13 +311,399 @@ def _throughput_section(workdir: Path, queries: list[str], docs: list[str]) -> l
     return lines
 
 
+# ---- host memory of the training data ---------------------------------------------------
+
+DATA_ROWS = 180_000
+DATA_ROWS_FULL = 1_800_000
+PEER_ROWS = 180_000
+DATA_WORLDS = (1, 4)
+DATA_STEPS = 10
+GLOBAL_BATCH = 2048
+SHARD_ROWS = 100_000
+QUERY_WORDS_DATA = 12
+DOC_WORDS_DATA = 60
+
+
+def _write_synthetic(folder: Path, rows: int, negatives: int) -> Path:
+    """``rows`` unified rows in Parquet shards with a card, as the dataset stage publishes
+    them: the generated negative plus ``negatives - 1`` mined ``negative_2..`` columns."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.tiny_models import WORDS
+    from tests.training_fixtures import CARD
+
+    vocabulary = np.array(WORDS)
+    generator = np.random.default_rng(negatives)
+
+    def texts(count: int, words: int) -> pa.Array:
+        picks = vocabulary[generator.integers(0, len(vocabulary), (count, words))]
+        return pa.array([" ".join(row) for row in picks.tolist()])
+
+    columns = ["negative", *(f"negative_{i}" for i in range(2, negatives + 1))]
+    for split, count in (("train", rows), ("validation", max(1, rows // 100))):
+        for shard, start in enumerate(range(0, count, SHARD_ROWS)):
+            size = min(SHARD_ROWS, count - start)
+            table = pa.table({
+                "id": pa.array([f"{split}-{start + i}" for i in range(size)]),
+                "task_definition": pa.array(["Given a question, retrieve passages"] * size),
+                "query": texts(size, QUERY_WORDS_DATA),
+                "positive": texts(size, DOC_WORDS_DATA),
+                **{column: texts(size, DOC_WORDS_DATA) for column in columns},
+            })  # fmt: skip
+            path = folder / "data" / "default" / f"{split}-{shard:05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, path)
+    (folder / "README.md").write_text(CARD, encoding="utf-8")
+    return folder
+
+
+def _watch(process: Any) -> dict[str, float]:
+    """Peak resident memory of a child until it exits: the kernel's high-water mark (all
+    pages) and the sampled peak of its anonymous pages (memory it owns, not file pages
+    that every process mapping the same Arrow files shares)."""
+    status = Path(f"/proc/{process.pid}/status")
+    peak = {"VmHWM": 0.0, "RssAnon": 0.0}
+    while process.is_alive():
+        try:
+            for line in status.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in peak:
+                    peak[key] = max(peak[key], int(value.split()[0]) / 2**10)
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            break
+        time.sleep(0.02)
+    process.join()
+    return {"peak_rss_mb": peak["VmHWM"], "peak_anon_mb": peak["RssAnon"]}
+
+
+def _own_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**10
+    return 0.0
+
+
+def _child_build(source: str, target: str, batch: int, out: str) -> None:
+    """The kit's build of the groups (what the stage does once, before its workers start)."""
+    import json
+
+    import datasets  # noqa: F401  (imported before the baseline, as in the peer and the ranks)
+
+    from training.data import build_groups
+
+    baseline = _own_rss_mb()
+    started = time.perf_counter()
+    build_groups(Path(target), Path(target).parent, source, [], None, batch,
+                 make_room=lambda: None)  # fmt: skip
+    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started,
+                                     "baseline_mb": baseline}))  # fmt: skip
+
+
+def _child_peer(source: str, out: str) -> None:
+    """The peer: the dataset read into memory, every row through Python into one dataset per
+    shape (the kit's training/data.py until this change)."""
+    import json
+
+    from datasets import Dataset, load_dataset
+
+    from kit.instructions import instruct
+
+    baseline = _own_rss_mb()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        split = load_dataset(source, "default", split="train", cache_dir=cache, keep_in_memory=True)
+    columns = [c for c in split.column_names if c.startswith("negative")]
+    groups: dict[int, dict[str, list[str]]] = {}
+    for row in split:
+        negatives = [row[c] for c in columns if row[c]]
+        group = groups.setdefault(len(negatives), {"anchor": [], "positive": []})
+        group["anchor"].append(f"{instruct(row['task_definition'])}{row['query']}")
+        group["positive"].append(row["positive"])
+        for index, text in enumerate(negatives, start=1):
+            group.setdefault(f"negative_{index}", []).append(text)
+    datasets = [Dataset.from_dict(group) for group in groups.values()]
+    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started,
+                                     "baseline_mb": baseline,
+                                     "rows": sum(len(d) for d in datasets)}))  # fmt: skip
+
+
+def _child_rank(
+    groups: str, tokenizer: str, batch: int, steps: int, world: int, rank: int, out: str
+) -> None:
+    """One rank's data path: map the groups, draw this rank's batches of the first steps
+    with the trainer's samplers, read their rows and tokenize them."""
+    import json
+
+    import torch
+    from accelerate.data_loader import BatchSamplerShard
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+    from torch.utils.data import ConcatDataset
+    from transformers import AutoTokenizer
+
+    from training.data import read_groups
+    from training.trainer import StepAlignedProportionalBatchSampler
+
+    os.environ["WORLD_SIZE"] = str(world)  # what the step-aligned sampler reads
+    tokenize = AutoTokenizer.from_pretrained(tokenizer)
+    baseline = _own_rss_mb()
+    started = time.perf_counter()
+    data = read_groups(Path(groups))
+    if data is None:
+        raise RuntimeError(f"no groups at {groups}")
+    parts = list(data.train.values())
+    per_rank = batch // world
+    samplers = [NoDuplicatesBatchSampler(part, batch_size=per_rank, drop_last=True, seed=0)
+                for part in parts]  # fmt: skip
+    concat = ConcatDataset(parts)
+    aligned = StepAlignedProportionalBatchSampler(concat, samplers, generator=torch.Generator(),
+                                                  seed=0)  # fmt: skip
+    rows = 0
+    for index, indices in enumerate(BatchSamplerShard(aligned, num_processes=world,
+                                                      process_index=rank)):  # fmt: skip
+        if index >= steps:
+            break
+        records = [concat[i] for i in indices]
+        for column in records[0]:
+            tokenize([record[column] for record in records], truncation=True, max_length=512)
+        rows += len(records)
+    Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started,
+                                     "baseline_mb": baseline, "rows": rows}))  # fmt: skip
+
+
+def _in_children(target: Any, argument_sets: list[tuple[Any, ...]]) -> list[dict[str, float]]:
+    """Run ``target`` once per argument set, all at once, each in a fresh process; the last
+    argument of each is the JSON file it reports to."""
+    import json
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=target, args=args) for args in argument_sets]
+    for process in processes:
+        process.start()
+    peaks: list[dict[str, float]] = [{} for _ in processes]
+
+    def watch(i: int) -> None:
+        peaks[i] = _watch(processes[i])
+
+    watchers = [threading.Thread(target=watch, args=(i,)) for i in range(len(processes))]
+    for watcher in watchers:
+        watcher.start()
+    for watcher in watchers:
+        watcher.join()
+    results = []
+    for process, args, peak in zip(processes, argument_sets, peaks, strict=True):
+        if process.exitcode:
+            raise RuntimeError(f"{target.__name__}{args[:-1]} exited with {process.exitcode}")
+        results.append({**json.loads(Path(args[-1]).read_text()), **peak})
+    return results
+
+
+def _data_section(workdir: Path) -> list[str]:
+    from tests.tiny_models import FAMILIES, train_tokenizer
+
+    rows = DATA_ROWS_FULL if full_run() else DATA_ROWS
+    tokenizer = workdir / "tokenizer"
+    train_tokenizer(FAMILIES["qwen2"]).save_pretrained(tokenizer)
+    table = [
+        "| negatives | process | rows | time (s) | peak RSS (MB) | RSS before the data (MB) "
+        "| peak RSS beyond it (MB) | peak anonymous RSS (MB) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def line(negatives: int, who: str, count: int, result: dict[str, float]) -> None:
+        beyond = result["peak_rss_mb"] - result["baseline_mb"]
+        table.append(
+            f"| {negatives} | {who} | {count:,} | {result['seconds']:.1f} | "
+            f"{result['peak_rss_mb']:,.0f} | {result['baseline_mb']:,.0f} | {beyond:,.0f} | "
+            f"{result['peak_anon_mb']:,.0f} |"
+        )
+
+    for negatives in (1, 4):
+        folder = workdir / f"negatives-{negatives}"
+        source = str(_write_synthetic(folder / "dataset", rows, negatives))
+        groups = folder / "groups"
+        report = str(folder / "build.json")
+        (built,) = _in_children(_child_build, [(source, str(groups), GLOBAL_BATCH, report)])
+        line(negatives, "build the groups (once)", rows, built)
+        for world in DATA_WORLDS:
+            reports = [str(folder / f"rank-{world}-{rank}.json") for rank in range(world)]
+            results = _in_children(_child_rank, [
+                (str(groups), str(tokenizer), GLOBAL_BATCH, DATA_STEPS, world, rank, report)
+                for rank, report in enumerate(reports)
+            ])  # fmt: skip
+            for rank, result in enumerate(results):
+                line(negatives, f"rank {rank} of {world}", int(result["rows"]), result)
+        peer_source = source
+        if rows > PEER_ROWS:
+            peer_source = str(_write_synthetic(folder / "peer-dataset", PEER_ROWS, negatives))
+        (peer,) = _in_children(_child_peer, [(peer_source, str(folder / "peer.json"))])
+        line(negatives, "peer: row-by-row in memory", min(rows, PEER_ROWS), peer)
+        shutil.rmtree(folder)
+    return [
+        "### Host memory of the training data",
+        "",
+        f"A synthetic dataset in the published layout: {rows:,} training rows, queries of "
+        f"{QUERY_WORDS_DATA} words, documents of {DOC_WORDS_DATA}, 1 or 4 negatives per row. "
+        f"Each rank process maps the saved groups and draws its share of the first "
+        f"{DATA_STEPS} steps of global batch {GLOBAL_BATCH} (the trainer's step-aligned, "
+        "duplicate-free samplers, sharded as accelerate shards them), reading and tokenizing "
+        "the rows; the ranks of one line run at once. Peak RSS is the kernel's high-water "
+        "mark; 'before the data' is the process after its imports; anonymous RSS is the "
+        "memory a process owns (file pages of the mapped Arrow files are shared by all ranks "
+        "and the page cache can drop them). The peer runs on "
+        f"{min(rows, PEER_ROWS):,} rows.",
+        "",
+        *table,
+        "",
+    ]
+
+
+# ---- the plan of the paper configuration ---------------------------------------------------
+
+
+def _plan_section(workdir: Path) -> list[str]:
+    """``python -m training --plan`` for configs/e5-mistral.toml on 8 and 16 H100s, with
+    Mistral-7B's shape from transformers' own ``MistralConfig`` defaults (its published
+    configuration; no file is fetched)."""
+    import argparse
+
+    from transformers import MistralConfig
+
+    from kit.config import load_config
+    from training.plan import DEFAULT_MFU, plan_text
+
+    base = workdir / "mistral-7b-config"
+    MistralConfig().save_pretrained(base)
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "e5-mistral.toml")
+    lines = [
+        "### Training plan of the paper configuration",
+        "",
+        "`mistral-7b-config/` holds the `config.json` of transformers' `MistralConfig()` "
+        "defaults, which are Mistral-7B-v0.1's shape (the Hub's file is not fetched here).",
+        "",
+    ]
+    for gpus in (8, 16):
+        args = argparse.Namespace(gpu="H100", gpus=gpus, mfu=DEFAULT_MFU, rows=0, mean_tokens=0,
+                                  negatives=1, base_config=str(base))  # fmt: skip
+        command = (f"python -m training --config configs/e5-mistral.toml --plan --gpu H100 "
+                   f"--gpus {gpus} --base-config mistral-7b-config")  # fmt: skip
+        lines += [f"`{command}`:", "", "```", plan_text(config, args), "```", ""]
+    return lines
+
+
+# ---- the GPU check's figures ---------------------------------------------------------------
+
+GPU_RESULTS_VARIABLE = "SYNTHEMBED_GPU_CHECK"
+
+
+def _gpu_section() -> list[str]:
+    """The figures of a GPU check run (``SYNTHEMBED_GPU_CHECK=path/gpu_check.json``)."""
+    import json
+
+    lines = ["### One GPU (bench/gpu_check.py)", ""]
+    path = os.environ.get(GPU_RESULTS_VARIABLE)
+    if not path:
+        return lines + [
+            "No figures: this section was written where no GPU check had run (no GPU machine "
+            "was lent). Run `bash bench/gpu_check.sh` through the device tool, then "
+            f"`{GPU_RESULTS_VARIABLE}=DIR/gpu_check.json make bench`. The check passes every "
+            "phase at toy sizes on CPU (tests/test_gpu_check.py).",
+            "",
+        ]
+    report = json.loads(Path(path).read_text(encoding="utf-8"))
+    phases = report["phases"]
+    lines += [f"Device: {report['device']}, torch {report['torch']}. Phases: "
+              + ", ".join(f"{name} {phase['status']}" for name, phase in phases.items()) + ".",
+              ""]  # fmt: skip
+    cells = [c for c in phases.get("loss_steps", {}).get("results", []) if "seconds" in c]
+    if cells:
+        lines += [
+            "| model | batch | loss | tokens/s | peak GPU memory (GB) | MFU (6N) | "
+            "utilization by the plan's FLOPs | plan's memory (GB) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+            *(f"| {c['model']} | {c['batch']} | {c['loss']} | {c['tokens_per_s']:,.0f} | "
+              f"{_number(c['peak_memory_gb'])} | {c['mfu']:.1%} | {c['plan_utilization']:.1%} | "
+              f"{c['plan_memory_gb']:.1f} |" for c in cells),
+            "",
+        ]  # fmt: skip
+    for stage in (2, 3):
+        for result in phases.get(f"zero{stage}", {}).get("results", []):
+            lines.append(
+                f"- ZeRO-{stage}, {result['model']} shape, batch {result['batch']}: "
+                f"{result['seconds_per_step']} s per step, {result['tokens_per_s']:,.0f} tokens/s, "
+                f"checkpoint {result['checkpoint_mb']} MB"
+            )
+    for result in phases.get("bf16_vs_fp32", {}).get("results", []):
+        lines.append(f"- bf16 against fp32 embeddings: cosine min {result['min_cosine']}, "
+                     f"mean {result['mean_cosine']}")  # fmt: skip
+    return [*lines, ""]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+# ---- the section: parts run now and parts kept from an earlier run ------------------------
+
+PARTS_VARIABLE = "SYNTHEMBED_BENCH_TRAINING_PARTS"
+# Each part's subsection heading starts with these words.
+PARTS = {
+    "memory": "### Peak memory",
+    "throughput": "### Throughput",
+    "data": "### Host memory",
+    "plan": "### Training plan",
+    "gpu": "### One GPU",
+}
+KEPT = "_Kept from an earlier run: "
+
+
+def _chosen_parts() -> list[str]:
+    named = os.environ.get(PARTS_VARIABLE, "")
+    chosen = [part.strip() for part in named.split(",") if part.strip()] or list(PARTS)
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown:
+        raise ValueError(f"{PARTS_VARIABLE}: unknown part(s) {unknown}; pick from {list(PARTS)}")
+    return chosen
+
+
+def _kept_parts() -> dict[str, list[str]]:
+    """The previous section's subsections by part, each stamped with the run it came from."""
+    previous = previous_sections().get("training", "")
+    stamp = previous.splitlines()[0].strip("_") if previous else ""
+    kept = {}
+    for block in previous.split("\n### ")[1:]:
+        lines = f"### {block}".rstrip("\n").splitlines()
+        part = next((name for name, head in PARTS.items() if lines[0].startswith(head)), None)
+        if part is None:
+            continue
+        if not (len(lines) > 2 and lines[2].startswith(KEPT)):
+            lines[1:1] = ["", f"{KEPT}{stamp}_"]
+        kept[part] = [*lines, ""]
+    return kept
+
+
 def run(config_path: str) -> str:
-    """``config_path`` is unused: the bench builds its own models and length mix."""
+    """``config_path`` is unused: the bench builds its own models, texts and datasets."""
+    chosen = _chosen_parts()
+    kept = _kept_parts()
     batches = FULL_BATCHES if full_run() else DEFAULT_BATCHES
     rows = max(max(batches), THROUGHPUT_BATCH * THROUGHPUT_ROUNDS)
     queries, docs, source = _texts(rows)
     lines = ["## Training (GradCache InfoNCE)", "", f"Texts: {source}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
-        lines += _memory_section(Path(tmp), queries, docs, batches)
-        lines += _throughput_section(Path(tmp), queries, docs)
+        workdir = Path(tmp)
+        measure = {
+            "memory": lambda: _memory_section(workdir, queries, docs, batches),
+            "throughput": lambda: _throughput_section(workdir, queries, docs),
+            "data": lambda: _data_section(workdir),
+            "plan": lambda: _plan_section(workdir),
+            "gpu": _gpu_section,
+        }
+        for part in PARTS:
+            if part in chosen:
+                lines += measure[part]()
+            elif part in kept:
+                lines += kept[part]
     return "\n".join(lines)

@@ -93,6 +93,7 @@ def build(
                 config.dataset.decontamination_ngram,
                 held_out.local_tasks,
                 held_out.registry_tasks,
+                held_out.benchmark,
             )
             if config.dataset.decontaminate
             else None
@@ -158,7 +159,7 @@ def _write_repo(
     """Write the whole repo into ``staging``; return each file's SHA-256 and the facts."""
     repo_dir = staging / "repo"
     fraction, mining = config.dataset.validation_fraction, config.dataset.hard_negatives
-    mined = mine(mining, scan, fraction) if mining.active else None
+    mined = mine(mining, scan, fraction, config.layout.mining_cache_dir) if mining.active else None
     infos = write_parquet(scan, repo_dir, fraction, config.dataset.max_shard_rows, mined)
     plots = write_plots(scan.stats, repo_dir)
     inputs = CardInputs(

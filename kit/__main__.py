@@ -1,6 +1,7 @@
 """``python -m kit [check|plan|clean] --config FILE``.
 
-``check`` (the default) validates a config and shows where each stage publishes; ``plan``
+``check`` (the default) validates a config (the registry tasks and benchmark it names
+included, from mteb's metadata) and shows where each stage publishes; ``plan``
 prints which stages a ``make release`` would run and why, and runs nothing; ``clean``
 removes the build folder and the config's seeds run.
 """
@@ -30,6 +31,13 @@ def main(config: Config, args: argparse.Namespace) -> None:
             shutil.rmtree(folder, ignore_errors=True)
             print(f"removed {folder}")
         return
+    evaluation = config.evaluation
+    if evaluation.benchmark or evaluation.mteb_tasks:
+        from kit.registry_tasks import resolve
+
+        tasks = resolve(evaluation.benchmark, evaluation.mteb_tasks)
+        print(f"evaluation: {len(tasks)} registry tasks "
+              f"(benchmark: {evaluation.benchmark or 'none'})")  # fmt: skip
     print(f"{config.path}: valid")
     for note in config_notes(config):
         print(f"note: {note}")

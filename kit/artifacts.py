@@ -252,6 +252,11 @@ class TaskSummary:
     prompt_source: str
     size: dict[str, Any]
     results: dict[str, ModelRun]
+    # The splits and subsets it runs, where they come from, and the benchmark it is part of.
+    splits: list[str] = field(default_factory=list)
+    subsets: list[str] = field(default_factory=list)
+    subsets_origin: str = ""
+    benchmark: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,10 @@ class EvaluationResults:
     compression: dict[str, Any] | None = None
     gguf: list[GgufCheck] = field(default_factory=list)
     wall_time_s: float = 0.0
+    benchmark: str = ""
+    # Per model, mteb's "Mean(Task)" and "Mean(TaskType)", and what they are taken over.
+    means: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    means_scope: str = ""
 
 
 def write_evaluation_results(eval_dir: Path, results: EvaluationResults) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -18,14 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.bundled import BundledModelError, check_model_reference
-from kit.evalsets import EvalSetError, LocalTask, check_shape, resolve_path
+from kit.bundled import BUNDLED_PREFIX, GEMMA_NAME, BundledModelError, check_model_reference
+from kit.evalsets import EvalSetError, LocalTask, RegistryTask, check_shape, resolve_path
 from kit.schema import TASK_TYPES
 
 REPO_KINDS = ("dataset", "model", "space")
 # The file types llama.cpp's converter writes (``--outtype``).
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 GGUF_DEFAULT_TYPES = ("f16", "q8_0")
+# The ZeRO configs ``training.deepspeed = "auto"`` picks from, by stage.
+AUTO_DEEPSPEED = {
+    stage: Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / f"zero{stage}.json"
+    for stage in (2, 3)
+}
 
 
 class ConfigError(ValueError):
@@ -38,6 +44,12 @@ def _choice(*values: str, default: str) -> Any:
 
 def _ranged(default: float, low: float | None = None, high: float | None = None) -> Any:
     return field(default=default, metadata={"range": (low, high)})
+
+
+def _this_machine(default: Any, **metadata: Any) -> Any:
+    """A setting that says where this machine takes part (a node's rank, a host address),
+    not what is made: left out of the section's digest, so every node shares one."""
+    return field(default=default, metadata={"this_machine": True, **metadata})
 
 
 @dataclass(frozen=True)
@@ -180,10 +192,12 @@ class HardNegativesSection:
     ``mine_hard_negatives`` for the query/positive task types (NV-Retriever's TopK-PercPos)."""
 
     enabled: bool = False
-    # The model to mine with: a trained embedder. Mining stays off while none is named (an
-    # untrained base model's nearest neighbours are noise); ``config_notes`` says so.
+    # The model to mine with: a trained embedder (a sentence-transformers model, loaded as it
+    # is). Mining stays off while none is named (an untrained base model's nearest neighbours
+    # are noise); ``config_notes`` says so.
     embedder: str = ""
-    num_negatives: int = _ranged(3, 1, 64)
+    # Mined negatives per row, beside the generated one; the paper trained on one negative.
+    num_negatives: int = _ranged(1, 1, 64)
     # Skip candidates scoring above positive - |positive| * relative_margin (95% at 0.05);
     # in [0, 1), checked with the cross-field rules since the ranges here are inclusive.
     relative_margin: float = 0.05
@@ -253,11 +267,18 @@ class TrainingSection:
     # Also train the first d values of the embedding as an embedding of its own
     # (MatryoshkaLoss), for each d listed; the full width is always trained. Empty: off.
     matryoshka_dims: list[int] = field(default_factory=list)
+    # A ZeRO config file, or "auto": ZeRO-2 when a GPU holds the bf16 base and a rank's
+    # working set, else ZeRO-3 (the stage says which and why).
     deepspeed: str = ""
     launcher: str = _choice("none", "torchrun", "accelerate", default="none")
+    # Processes per node; the world is nnodes x num_processes. node_rank and rdzv_endpoint
+    # (node 0's host:port) may also come from PET_NODE_RANK and PET_RDZV_ENDPOINT.
     num_processes: int = _ranged(1, 1, 4096)
+    nnodes: int = _ranged(1, 1, 4096)
+    node_rank: int = _this_machine(0, range=(0, 4095))
+    rdzv_endpoint: str = _this_machine("")
     seed: int = 42
-    save_steps: int = _ranged(500, 1, None)
+    save_steps: int = _ranged(50, 1, None)
     # Diagnostics: validation pairs scored (accuracy@1), and every how many steps (0: only
     # before and after training).
     validation_pairs: int = _ranged(512, 2, None)
@@ -276,8 +297,18 @@ class EvaluationSection:
     """Which tasks the card reports; local folders work offline."""
 
     local_tasks: list[LocalTask] = field(default_factory=list)
-    mteb_tasks: list[str] = field(default_factory=list)
-    batch_size: int = _ranged(32, 1, None)
+    # An mteb benchmark run as it is defined, e.g. "MTEB(eng, v2)": its tasks, splits and
+    # language subsets (``mteb.get_benchmark``). Empty: none.
+    benchmark: str = ""
+    # More registry tasks: a name, or a table naming the subsets or languages to run.
+    mteb_tasks: list[RegistryTask] = field(default_factory=list)
+    # "auto": as sentence-transformers picks (CUDA when present, every GPU of it), else CPU;
+    # or a device ("cpu", "cuda:1") or several GPUs ("cuda:0,cuda:1").
+    device: str = "auto"
+    # "auto": bf16 for a decoder on a GPU (fp16 where the GPU lacks bf16), else fp32.
+    precision: str = _choice("auto", "fp32", "bf16", "fp16", default="auto")
+    # Texts per batch; 0: picked per model (32 on CPU, sized to the free memory on a GPU).
+    batch_size: int = _ranged(0, 0, None)
     evaluate_base: bool = True
     # The base to compare with; empty: the training record's (a local folder must be named
     # here, since a published record holds no path of the build machine).
@@ -320,6 +351,7 @@ class Layout:
     dataset_dir: Path  # dataset_builder: the dataset repo
     checkpoint_dir: Path  # training: resumable checkpoints, never published
     model_dir: Path  # training: the sentence-transformers folder
+    mining_cache_dir: Path  # dataset_builder: embeddings of mined texts, by miner and text
     eval_dir: Path  # model_card: mteb's result cache and results.json
     card_dir: Path  # model_card: the model card, its plot and the staged mteb results
     space_dir: Path  # space: the Space repo
@@ -331,7 +363,8 @@ class HeldOut:
     """The evaluation sets no training text may overlap: declared once, in ``[evaluation]``."""
 
     local_tasks: tuple[LocalTask, ...]
-    registry_tasks: tuple[str, ...]
+    registry_tasks: tuple[RegistryTask, ...]
+    benchmark: str = ""
 
 
 @dataclass(frozen=True)
@@ -358,6 +391,7 @@ class Config:
             dataset_dir=build / "dataset",
             checkpoint_dir=build / "checkpoints",
             model_dir=build / "model",
+            mining_cache_dir=build / "mining-cache",
             eval_dir=build / "eval",
             card_dir=build / "card",
             space_dir=build / "space",
@@ -369,7 +403,9 @@ class Config:
         """What the dataset and training stages keep out of the data; a stage that reads it
         records the sets' content digests among its inputs."""
         evaluation = self.evaluation
-        return HeldOut(tuple(evaluation.local_tasks), tuple(evaluation.mteb_tasks))
+        return HeldOut(
+            tuple(evaluation.local_tasks), tuple(evaluation.mteb_tasks), evaluation.benchmark
+        )
 
 
 def _check_value(where: str, tp: Any, value: Any) -> Any:
@@ -395,6 +431,9 @@ def _check_value(where: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
+        bare_name = getattr(tp, "BARE_NAME", None)
+        if bare_name and isinstance(value, str):
+            value = {bare_name: value}
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table, got {value!r}")
         return _build_entry(where, tp, value)
@@ -490,17 +529,21 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             check_model_reference(reference)
         except BundledModelError as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
+    miner = config.dataset.hard_negatives.embedder
+    if miner and (why := _not_an_embedder(miner)):
+        raise ConfigError(f"{source}: dataset.hard_negatives.embedder: {why}")
     margin = config.dataset.hard_negatives.relative_margin
     if not 0.0 <= margin < 1.0:
         raise ConfigError(
             f"{source}: dataset.hard_negatives.relative_margin: {margin!r} must be at least 0.0 "
             "and below 1.0"
         )
-    if config.training.deepspeed:
+    if config.training.deepspeed not in ("", "auto"):
         ds = resolve_path(config.training.deepspeed)
         if not ds.is_file():
             raise ConfigError(f"{source}: training.deepspeed: file not found: {ds}")
     _validate_local_tasks(source, config.evaluation.local_tasks)
+    _validate_evaluation_device(source, config.evaluation.device)
     for i, extra in enumerate(config.training.extra_datasets):
         where = f"{source}: training.extra_datasets[{i}].path"
         looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
@@ -527,6 +570,32 @@ def _validate_dims(source: str, key: str, dims: list[int]) -> None:
             raise ConfigError(f"{source}: {key}[{i}]: {dim} is not a positive width")
         if dim in dims[:i]:
             raise ConfigError(f"{source}: {key}[{i}]: {dim} is listed twice")
+
+
+def _not_an_embedder(reference: str) -> str | None:
+    """Why a model cannot mine: an untrained base, or a folder that is no
+    sentence-transformers model (a Hub id is checked when it is loaded)."""
+    if reference == f"{BUNDLED_PREFIX}{GEMMA_NAME}":
+        return f"{reference} is an untrained base decoder, not a trained embedder"
+    folder = Path(reference).expanduser()
+    if folder.is_dir() and not (folder / "modules.json").is_file():
+        return (
+            f"{reference} is not a sentence-transformers model (no modules.json): mining "
+            "needs a trained embedder"
+        )
+    return None
+
+
+def _validate_evaluation_device(source: str, device: str) -> None:
+    """``auto``, one device, or several GPUs (each runs its own encoding process)."""
+    parts = [part.strip() for part in device.split(",")]
+    single = len(parts) == 1 and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", parts[0])
+    several = len(parts) > 1 and all(re.fullmatch(r"cuda:\d+", part) for part in parts)
+    if not (single or several):
+        raise ConfigError(
+            f"{source}: evaluation.device: {device!r} is not 'auto', 'cpu', 'mps', 'cuda', "
+            "'cuda:N' or a list of GPUs such as 'cuda:0,cuda:1'"
+        )
 
 
 def _validate_local_tasks(source: str, tasks: list[LocalTask]) -> None:
@@ -595,6 +664,10 @@ def config_notes(config: Config) -> list[str]:
 
 def section_digest(config: Config, name: str) -> str:
     """SHA-256 of one section's resolved values: what a stage's output depends on."""
-    values = dataclasses.asdict(getattr(config, name))
+    section = getattr(config, name)
+    values = dataclasses.asdict(section)
+    for spec in dataclasses.fields(section):
+        if spec.metadata.get("this_machine"):
+            del values[spec.name]
     text = json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -66,8 +66,10 @@ def build_embedder(
     max_length: int,
     prompts: dict[str, str] | None = None,
     device: str | None = None,
+    dtype: Any = None,
 ) -> Any:
-    """A SentenceTransformer on ``model_path`` wrapped by the recipe."""
+    """A SentenceTransformer on ``model_path`` wrapped by the recipe; ``dtype`` (a torch
+    dtype) loads the weights in that precision (bf16 for a decoder on a GPU)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
@@ -76,6 +78,7 @@ def build_embedder(
         model_path,
         max_seq_length=max_length,
         processor_kwargs={"add_eos_token": True, "add_bos_token": adds_bos},
+        model_kwargs={"dtype": dtype} if dtype is not None else None,
     )
     tokenizer = transformer.tokenizer
     if tokenizer.pad_token is None:

@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kit.errors import StageError
 
@@ -61,6 +61,20 @@ class LocalTask:
     def language_codes(self) -> list[str]:
         codes = [code.strip() for code in self.languages.split(",") if code.strip()]
         return codes or ["und-Zyyy"]
+
+
+@dataclass(frozen=True)
+class RegistryTask:
+    """One ``evaluation.mteb_tasks`` entry: an mteb registry task, written as its name alone
+    (it then runs the subsets of its main benchmark) or as a table naming the ``subsets``
+    (mteb's ``hf_subsets``, e.g. ``en-en``) or ``languages`` (ISO 639-3, e.g. ``eng``) to run."""
+
+    name: str = field(default="", metadata={"required": True})
+    subsets: list[str] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+
+    # The config may write the entry as its name alone.
+    BARE_NAME: ClassVar[str] = "name"
 
 
 @dataclass(frozen=True)

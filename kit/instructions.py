@@ -8,9 +8,9 @@ carries a copy of the formatter that a test compares with this one.
 For tasks of the mteb registry the instruction is the one E5-mistral was evaluated with, as
 mteb ships it: the task's own ``metadata.prompt``, else the default of its task type (the
 abstract task's ``abstask_prompt``, e.g. "Retrieve semantically similar text." for STS). The
-release carries a per-task prompt for every task of the paper's benchmark, MTEB(eng, v1), and
-one prompt per task type, so ``mteb.evaluate`` on the released model picks these prompts with
-no model entry of ours.
+release carries a per-task prompt for every task of the paper's benchmark, MTEB(eng, v1), of
+its successor MTEB(eng, v2) and of a configured benchmark, and one prompt per task type, so
+``mteb.evaluate`` on the released model picks these prompts with no model entry of ours.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ SYMMETRIC_TASK_DEFINITIONS = {
 }
 
 PAPER_BENCHMARK = "MTEB(eng, v1)"
+# The benchmarks whose every task the released prompts name: the paper's, and the English
+# benchmark users run today (whose .v2 clustering tasks have instructions of their own).
+PROMPT_BENCHMARKS = (PAPER_BENCHMARK, "MTEB(eng, v2)")
 DEFAULT_QUERY_TASK = "MSMARCO"  # the ``query`` prompt: E5-mistral's web-search instruction
 ASYMMETRIC_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
 TEXT_TYPES = (
@@ -121,19 +124,22 @@ def registry_instruction(task_name: str) -> Instruction:
 
 
 @cache
-def release_prompts() -> dict[str, str]:
+def release_prompts(benchmark: str = "") -> dict[str, str]:
     """The prompts of a released model, keyed the way mteb looks them up.
 
     ``{TaskType}-query`` for asymmetric types (documents fall through to the empty
     ``document`` prompt), bare ``{TaskType}`` for symmetric ones, then the same per task of
-    the paper's benchmark where its instruction differs from its type's default.
+    ``PROMPT_BENCHMARKS`` and of ``benchmark`` where its instruction differs from its type's
+    default.
     """
     import mteb
 
     prompts = {"query": registry_instruction(DEFAULT_QUERY_TASK).query_prompt, "document": ""}
     for task_type, task in _type_defaults().items():
         prompts[_key(task_type, is_symmetric(task_type))] = instruct(task)
-    for task in mteb.get_benchmark(PAPER_BENCHMARK).tasks:
+    names = [*PROMPT_BENCHMARKS, benchmark] if benchmark else list(PROMPT_BENCHMARKS)
+    tasks = {t.metadata.name: t for name in names for t in mteb.get_benchmark(name).tasks}
+    for task in tasks.values():
         name, kind = task.metadata.name, task.metadata.type
         instruction = registry_instruction(name)
         if instruction.task != _type_defaults().get(kind):

@@ -27,7 +27,7 @@ from typing import Any
 import kit
 from kit.artifacts import PROVENANCE_FILE, RUN_SUMMARY_FILE
 from kit.bundled import bundled_identity
-from kit.config import Config, section_digest
+from kit.config import AUTO_DEEPSPEED, Config, section_digest
 from kit.evalsets import data_fingerprint
 from kit.files import digest_files, sha256_file
 from kit.provenance import (
@@ -195,7 +195,8 @@ def held_out_digests(config: Config) -> dict[str, Any]:
     held_out = config.held_out
     return {
         "local": {task.name: data_fingerprint(task) for task in held_out.local_tasks},
-        "registry": list(held_out.registry_tasks),
+        "registry": [dataclasses.asdict(task) for task in held_out.registry_tasks],
+        "benchmark": held_out.benchmark,
     }
 
 
@@ -240,7 +241,28 @@ def _training_inputs(config: Config) -> dict[str, Any]:
             else None
         ),
         "base_model": reference_identity(training.base_model),
+        "deepspeed": _deepspeed_identity(training.deepspeed),
     }
+
+
+def pushed_model(config: Config) -> str | None:
+    """The model repo's commit the release pushed this very model folder in, if it did: the
+    card then labels its results with the Hub revision a reader can look up."""
+    layout = config.layout
+    provenance = read_provenance(layout.release_dir)
+    if provenance is None or not provenance.finished or not provenance.facts.get("model"):
+        return None
+    if provenance.inputs.get("model") != artifact_identity(layout.model_dir):
+        return None
+    return str(provenance.facts["model"])
+
+
+def _deepspeed_identity(setting: str) -> dict[str, str] | None:
+    """The ZeRO config files training may read, by content (``auto``: both it picks from)."""
+    if not setting:
+        return None
+    files = list(AUTO_DEEPSPEED.values()) if setting == "auto" else [Path(setting).expanduser()]
+    return {path.name: sha256_file(path) for path in files if path.is_file()}
 
 
 def _model_card_inputs(config: Config) -> dict[str, Any]:
@@ -249,6 +271,7 @@ def _model_card_inputs(config: Config) -> dict[str, Any]:
         "repo_ids": [config.hub.repo_id("model"), config.hub.repo_id("dataset")],
         "eval_sets": {t.name: data_fingerprint(t) for t in config.evaluation.local_tasks},
         "base_model": reference_identity(config.evaluation.base_model),
+        "pushed_model": pushed_model(config),
     }
 
 

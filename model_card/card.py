@@ -1,9 +1,13 @@
 """The model card: YAML metadata with a model-index, and a body a user can act on.
 
 The model-index is read from the mteb result files staged with the model (``results/``);
-the body's table shows the same numbers for the trained model beside its base. With no
-results the card says the model was not evaluated and carries no model-index. Evaluation sets
-are named by their public name, origin and licence, never by a path of the build machine.
+the body's table shows the same numbers for the trained model beside its base, with the
+benchmark, the splits and subsets each task ran, the means over tasks as mteb's leaderboard
+takes them, and where and how each model encoded. The same scores go to
+``.eval_results/mteb.yaml`` (huggingface_hub's ``EvalResultEntry``) for the registry tasks,
+whose datasets are on the Hub. With no results the card says the model was not evaluated
+and carries no model-index. Evaluation sets are named by their public name, origin and
+licence, never by a path of the build machine.
 """
 
 from __future__ import annotations
@@ -13,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kit.artifacts import EvaluationResults, TaskSummary, TrainingRecord
+from kit.files import atomic_write_text
 from model_card.encoders import base_model_hub_id, base_model_table
+
+EVAL_RESULTS_FILE = Path(".eval_results") / "mteb.yaml"
+MTEB_URL = "https://github.com/embeddings-benchmark/mteb"
 
 TEMPLATE = Path(__file__).with_name("card_template.md")
 TAGS = [
@@ -52,8 +60,16 @@ def _size_text(task: TaskSummary) -> str:
     return "full task from the mteb registry"
 
 
+def _source_name(task: TaskSummary, mteb_version: str) -> str:
+    """Which mteb and which benchmark a score comes from, as the model-index shows it."""
+    where = f"benchmark {task.benchmark}" if task.benchmark else task.subsets_origin
+    local = " (local task)" if task.source == "local" else ""
+    return f"mteb {mteb_version}{local}; {where}" if where else f"mteb {mteb_version}{local}"
+
+
 def eval_results(results: EvaluationResults, staged: dict[str, Any]) -> list[Any]:
-    """model-index entries, one per staged mteb result file: its main score ×100."""
+    """model-index entries, one per staged mteb result file: its main score ×100 over the
+    splits and subsets the task ran (the file holds no others)."""
     from huggingface_hub import EvalResult
 
     entries = []
@@ -61,24 +77,67 @@ def eval_results(results: EvaluationResults, staged: dict[str, Any]) -> list[Any
         result = staged.get(task.name)
         if result is None:
             continue
-        local = task.source == "local"
         entries.append(
             EvalResult(
                 task_type=task.type,
                 task_name=task.type,
                 dataset_type=task.name,
                 dataset_name=task.dataset["name"],
-                dataset_config="default",
-                dataset_split="test",
+                dataset_config=",".join(task.subsets) or "default",
+                dataset_split=",".join(task.splits) or "test",
                 dataset_revision=result.dataset_revision,
                 metric_type=task.main_score,
                 metric_name=task.main_score,
                 metric_value=round(float(result.get_score()) * 100, 4),
-                source_name=f"mteb {result.mteb_version}" + (" (local task)" if local else ""),
-                source_url="https://github.com/embeddings-benchmark/mteb",
+                source_name=_source_name(task, result.mteb_version),
+                source_url=MTEB_URL,
             )
         )
     return entries
+
+
+def eval_result_entries(results: EvaluationResults, staged: dict[str, Any]) -> list[Any]:
+    """``.eval_results`` entries for the registry tasks (their datasets are on the Hub):
+    the task's dataset, the task, its score ×100, and in the notes the benchmark, splits and
+    subsets it ran."""
+    from huggingface_hub import EvalResultEntry
+
+    entries = []
+    for task in results.tasks:
+        result = staged.get(task.name)
+        if result is None or task.source != "registry":
+            continue
+        notes = (
+            f"{_source_name(task, result.mteb_version)}; splits {', '.join(task.splits)}; "
+            f"subsets {', '.join(task.subsets)}; main score {task.main_score}"
+        )
+        entries.append(
+            EvalResultEntry(
+                dataset_id=task.dataset["path"],
+                task_id=task.name,
+                value=round(float(result.get_score()) * 100, 4),
+                dataset_revision=result.dataset_revision,
+                source_url=MTEB_URL,
+                source_name=f"mteb {result.mteb_version}",
+                notes=notes,
+            )
+        )
+    return entries
+
+
+def write_eval_results(
+    card_dir: Path, results: EvaluationResults | None, staged: dict[str, Any]
+) -> Path | None:
+    """``.eval_results/mteb.yaml`` beside the card, or none when no registry task was run."""
+    from huggingface_hub import eval_result_entries_to_yaml
+    from huggingface_hub.utils import yaml_dump
+
+    path = card_dir / EVAL_RESULTS_FILE
+    entries = eval_result_entries(results, staged) if results is not None else []
+    if not entries:
+        path.unlink(missing_ok=True)
+        return None
+    return atomic_write_text(path, yaml_dump(eval_result_entries_to_yaml(entries), sort_keys=False))
 
 
 def _rows(results: EvaluationResults) -> list[dict[str, Any]]:
@@ -102,8 +161,27 @@ def _rows(results: EvaluationResults) -> list[dict[str, Any]]:
                 "prompt": _prompt_cell(task.query_prompt),
                 "prompt_source": task.prompt_source,
                 "symmetric": task.document_prompt != "",
+                "splits": ", ".join(task.splits) or "test",
+                "subsets": ", ".join(task.subsets) or "default",
+                "subsets_origin": task.subsets_origin,
             }
         )
+    return rows
+
+
+def _mean(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}"
+
+
+def mean_rows(results: EvaluationResults) -> list[dict[str, str]]:
+    """The means over tasks and over task types, per model, with the change."""
+    rows = []
+    labels = {"Mean(Task)": "mean over tasks", "Mean(TaskType)": "mean over task types"}
+    for key, label in labels.items():
+        trained = (results.means.get("trained") or {}).get(key)
+        base = (results.means.get("base") or {}).get(key)
+        delta = "—" if trained is None or base is None else f"{(trained - base) * 100:+.2f}"
+        rows.append({"name": label, "trained": _mean(trained), "base": _mean(base), "delta": delta})
     return rows
 
 
@@ -229,6 +307,10 @@ def build_card(
         evaluated=evaluated,
         has_base=evaluated and any("base" in t.results for t in results.tasks),
         rows=_rows(results) if evaluated else [],
+        means=mean_rows(results) if evaluated and results.means else [],
+        means_scope=results.means_scope if results else "",
+        benchmark=results.benchmark if results else "",
+        encodings=[(role, facts) for role, facts in results.models.items()] if evaluated else [],
         compression=compression_table(results) if evaluated else None,
         mteb_version=results.mteb_version if results else "",
         skipped=results.skipped if results else [],

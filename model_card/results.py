@@ -2,18 +2,21 @@
 
 mteb's ``ResultCache`` keeps one JSON file per task under
 ``results/<org>__<model>/<revision>/`` with a ``model_meta.json`` beside them: the layout the
-mteb results repository takes. The same files are copied into the card folder, so they are
-published in the model repo beside the card, and the card's model-index is read back from
-those copies; the card can therefore show no number that is not in a result file.
+mteb results repository takes. The same files, cut to the splits and subsets each task runs
+(a cached file may hold more), are written into the card folder, so they are published in
+the model repo beside the card, and the card's model-index is read back from those copies;
+the card can therefore show no number that is not in a result file.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from kit.files import atomic_write_bytes
+from kit.files import TEMP_PREFIX, atomic_write_bytes, atomic_write_json
 
 RESULTS_DIR = "results"
 MODEL_META = "model_meta.json"
@@ -21,11 +24,24 @@ MODEL_META = "model_meta.json"
 EXPERIMENTS_DIR = "experiments"
 
 
-def stage_results(cache_dir: Path, card_dir: Path, task_files: list[str]) -> list[Path]:
-    """Copy the listed result files (relative to ``cache_dir``) and their ``model_meta.json``
-    into ``card_dir/results``; stale result files of earlier runs are removed."""
+def _filtered(path: Path, task: Any) -> bytes:
+    """A result file holding only the splits and subsets ``task`` runs, in mteb's format."""
+    from mteb import TaskResult
+
+    result = TaskResult.from_disk(path).validate_and_filter_scores(task)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / path.name
+        result.to_disk(target)
+        return target.read_bytes()
+
+
+def stage_results(cache_dir: Path, card_dir: Path, task_files: dict[str, Any]) -> list[Path]:
+    """Write the listed result files (relative to ``cache_dir``, each with its mteb task),
+    cut to the task's splits and subsets, and their ``model_meta.json`` into
+    ``card_dir/results``; stale result files of earlier runs are removed."""
     staged_root = card_dir / RESULTS_DIR
-    wanted = {Path(name) for name in task_files}
+    tasks = {Path(name): task for name, task in task_files.items()}
+    wanted = set(tasks)
     wanted |= {name.parent / MODEL_META for name in list(wanted)}
     wanted = {name for name in wanted if (cache_dir / name).is_file()}
     relative = {name.relative_to(RESULTS_DIR) for name in wanted}
@@ -36,10 +52,27 @@ def stage_results(cache_dir: Path, card_dir: Path, task_files: list[str]) -> lis
     staged = []
     for name in sorted(wanted):
         target = staged_root / name.relative_to(RESULTS_DIR)
-        atomic_write_bytes(target, (cache_dir / name).read_bytes())
+        source = cache_dir / name
+        data = _filtered(source, tasks[name]) if name in tasks else source.read_bytes()
+        atomic_write_bytes(target, data)
         staged.append(target)
     _remove_empty_folders(staged_root)
     return staged
+
+
+def adopt_revision(cache_dir: Path, model_name: str, old: str, new: str) -> bool:
+    """Label the results cached under revision ``old`` with ``new`` too (the same model files,
+    now known by their Hub commit), so they are reused rather than computed again."""
+    folder = cache_dir / RESULTS_DIR / model_name.replace("/", "__").replace(" ", "_")
+    if not (folder / old).is_dir() or (folder / new).exists():
+        return False
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX, dir=folder) as tmp:
+        copy = Path(shutil.copytree(folder / old, Path(tmp) / new))
+        for meta in copy.rglob(MODEL_META):
+            data = json.loads(meta.read_text(encoding="utf-8"))
+            atomic_write_json(meta, {**data, "revision": new})
+        copy.rename(folder / new)  # one rename: a kill leaves no half-labelled folder
+    return True
 
 
 def _remove_empty_folders(root: Path) -> None:

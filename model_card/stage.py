@@ -2,8 +2,10 @@
 
 Inputs are the published model folder (``SentenceTransformer(model_dir)`` plus its training
 record) and ``[evaluation]``; outputs are mteb's result cache and ``results.json`` under
-``eval_dir``, and the card folder (``README.md``, ``eval_results.png`` and the trained
-model's mteb result files), which the release stage puts beside the model's own files.
+``eval_dir``, and the card folder (``README.md``, ``eval_results.png``, the trained model's
+mteb result files and ``.eval_results``), which the release stage puts beside the model's own
+files. ``--dry-run`` prints the tasks, their splits, subsets and prompts, and the device
+choice, and evaluates nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from kit.artifacts import (
 )
 from kit.cli import StageError
 from kit.config import Config
+from kit.devices import choose_device
 from kit.files import atomic_write_text
 from kit.net import hub_reachable
+from kit.registry_tasks import resolve
 from kit.staleness import StageRun
-from model_card.card import build_card
+from model_card.card import build_card, write_eval_results
 from model_card.compression import Variant, report_dims, variants_for
 from model_card.encoders import Embedder, build_base, load_trained
 from model_card.evaluation import build_results, evaluate_model
@@ -40,7 +44,7 @@ from model_card.gguf_check import (
     write_verification,
 )
 from model_card.plot import plot_results
-from model_card.results import stage_results, staged_scores
+from model_card.results import adopt_revision, stage_results, staged_scores
 from model_card.tasks import EvalTask, local_eval_task, registry_eval_task
 
 log = logging.getLogger(__name__)
@@ -56,24 +60,30 @@ def training_record(model_dir: Path) -> TrainingRecord | None:
     return read_training_record(model_dir)
 
 
+def registry_tasks(config: Config) -> list[EvalTask]:
+    """The benchmark's tasks and those named alone, with their splits, subsets and prompts
+    (from mteb's metadata: no network)."""
+    evaluation = config.evaluation
+    return [registry_eval_task(r) for r in resolve(evaluation.benchmark, evaluation.mteb_tasks)]
+
+
 def collect_tasks(config: Config) -> tuple[list[EvalTask], list[dict]]:
     """Local tasks always; registry tasks only when a Hub is reachable (else listed as skipped)."""
-    evaluation = config.evaluation
-    tasks = [local_eval_task(task) for task in evaluation.local_tasks]
+    tasks = [local_eval_task(task) for task in config.evaluation.local_tasks]
+    registry = registry_tasks(config)
     skipped: list[dict[str, str]] = []
-    if evaluation.mteb_tasks:
-        if hub_reachable():
-            tasks += [registry_eval_task(name) for name in evaluation.mteb_tasks]
-        else:
-            log.warning("no Hub reachable: skipping registry tasks %s", evaluation.mteb_tasks)
-            skipped = [
-                {
-                    "name": name,
-                    "reason": "mteb registry task; its data is on the Hub, which "
-                    "could not be reached",
-                }
-                for name in evaluation.mteb_tasks
-            ]
+    if registry and hub_reachable():
+        tasks += registry
+    elif registry:
+        log.warning("no Hub reachable: skipping %d registry tasks", len(registry))
+        skipped = [
+            {
+                "name": task.name,
+                "reason": "mteb registry task; its data is on the Hub, which could not be "
+                f"reached (subsets {', '.join(task.subsets)}, {task.subsets_origin})",
+            }
+            for task in registry
+        ]
     names = [t.name for t in tasks]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -155,35 +165,46 @@ def run_evaluation(
     record: TrainingRecord | None,
     eval_dir: Path,
     fresh: bool,
-) -> tuple[EvaluationResults | None, str]:
-    """Evaluate; return the results (or ``None``) and, when none, the reason the card gives."""
+) -> tuple[EvaluationResults | None, str, list[EvalTask]]:
+    """Evaluate; return the results (or ``None``), when none the reason the card gives, and
+    the tasks run."""
     tasks, skipped = collect_tasks(config)
     if not tasks:
         reason = (
             "None of the configured tasks could be run here."
             if skipped
             else "No evaluation tasks are configured (evaluation.local_tasks, "
-            "evaluation.mteb_tasks)."
+            "evaluation.benchmark, evaluation.mteb_tasks)."
         )
-        return (EvaluationResults("", {}, [], skipped) if skipped else None), reason
+        return (EvaluationResults("", {}, [], skipped) if skipped else None), reason, []
     started = time.monotonic()
-    batch = config.evaluation.batch_size
+    evaluation = config.evaluation
     width = trained.model.get_embedding_dimension()
     trained_dims = list(record.matryoshka_dims) if record else []
     ladder = compression_variants(config, width, trained_dims)
+    if trained.revision != trained.digest and adopt_revision(
+        eval_dir, trained.cache_name, trained.digest, trained.revision
+    ):
+        log.info("results cached under the content digest are now labelled %s (%s)",
+                 trained.revision, trained.revision_source)  # fmt: skip
+    log.info("trained model encodes on %s", trained.plan.describe() if trained.plan else "-")
+    batch = trained.plan.batch_size if trained.plan else evaluation.batch_size
     per_model = {"trained": evaluate_model(trained, tasks, eval_dir, batch, fresh, True, ladder)}
     embedders = [trained]
     base_ref = base_reference(config, record)
-    if config.evaluation.evaluate_base and base_ref:
+    if evaluation.evaluate_base and base_ref:
         max_length = record.max_length if record else trained.model.max_seq_length
-        base = build_base(base_ref, max_length)
+        base = build_base(base_ref, max_length, evaluation)
+        log.info("base model encodes on %s", base.plan.describe() if base.plan else "-")
         per_model["base"] = evaluate_model(base, tasks, eval_dir, batch, fresh)
         embedders.append(base)
         del base
         gc.collect()
-    elif config.evaluation.evaluate_base:
+    elif evaluation.evaluate_base:
         log.warning("no base model to compare with: the base model is not evaluated")
-    results = build_results(embedders, tasks, per_model, skipped)
+    results = build_results(
+        embedders, tasks, per_model, skipped, eval_dir, evaluation.benchmark
+    )
     compression = None
     if ladder:
         compression = {
@@ -207,26 +228,55 @@ def run_evaluation(
     )
     log.info("evaluation took %.1f s wall time", results.wall_time_s)
     log.info("results written to %s", write_evaluation_results(eval_dir, results))
-    return results, ""
+    return results, "", tasks
+
+
+def plan_lines(config: Config) -> list[str]:
+    """What an evaluation would run, and how, for ``--dry-run``: nothing is loaded or run."""
+    evaluation = config.evaluation
+    tasks = [local_eval_task(task) for task in evaluation.local_tasks] + registry_tasks(config)
+    device = choose_device(evaluation.device)
+    devices = ", ".join(device.pool_devices) or device.device
+    batch = evaluation.batch_size or "picked per model"
+    lines = [
+        f"benchmark: {evaluation.benchmark or '(none)'}",
+        f"device: {devices} ({device.reason}); precision {evaluation.precision} (auto: bf16 "
+        f"for a decoder on a GPU, else fp32); batch size: {batch}",
+        f"{len(tasks)} tasks:",
+    ]
+    for task in tasks:
+        lines += [
+            f"- {task.name} [{task.type}] splits {', '.join(task.splits)}; subsets "
+            f"{', '.join(task.subsets)} ({task.subsets_origin}); main score {task.main_score}",
+            f"    query prompt: {task.instruction.query_prompt!r}",
+            f"    document prompt: {task.instruction.document_prompt!r}",
+        ]
+    return lines
 
 
 def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
+    if getattr(args, "dry_run", False):
+        print("\n".join(plan_lines(config)))
+        return
     layout = config.layout
     model_dir, eval_dir, card_dir = layout.model_dir, layout.eval_dir, stage.folder
     repo_id = config.hub.repo_id("model")
     record = training_record(model_dir)
-    trained = load_trained(model_dir, repo_id)
+    trained = load_trained(model_dir, repo_id, config.evaluation, config.hub.token_env)
     skip_eval = getattr(args, "skip_eval", False)
+    run: list[EvalTask] = []
     if skip_eval:
         results, reason = None, "Evaluation was skipped when this card was written."
     else:
-        results, reason = run_evaluation(
+        results, reason, run = run_evaluation(
             config, trained, record, eval_dir, getattr(args, "fresh", False)
         )
     evaluated = results is not None and bool(results.tasks)
     tasks = results.tasks if results is not None and evaluated else []
+    by_name = {task.name: task.task for task in run}
     stage.begin()
-    stage_results(eval_dir, card_dir, [name for t in tasks for name in result_files(t)])
+    stage_results(eval_dir, card_dir,
+                  {name: by_name[t.name] for t in tasks for name in result_files(t)})  # fmt: skip
     verification = card_dir / VERIFICATION_FILE
     if results is not None and results.gguf:
         write_verification(card_dir, results.gguf)
@@ -251,6 +301,7 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         safetensors_bytes=sum(p.stat().st_size for p in model_dir.glob("*.safetensors")),
     )
     atomic_write_text(card_dir / "README.md", str(card))
+    write_eval_results(card_dir, results if evaluated else None, staged_scores(card_dir))
     # A card written without evaluating is not the card of this config: the next run redoes it.
     stage.publish(facts={"tasks": [t.name for t in tasks]}, finished=not skip_eval)
     log.info("model card written to %s", card_dir / "README.md")

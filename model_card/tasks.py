@@ -1,8 +1,9 @@
 """The tasks the card reports, each with the instruction it is run with and where that came from.
 
-Registry tasks are run with the instruction E5-mistral was evaluated with (the kit's
-instruction table, read from mteb). A local task uses its configured ``instruction``, else
-that of the registry task it is a subset of (``registry_task``), else its type's default.
+Registry tasks (a configured benchmark's, and those named alone) run the splits and subsets
+``kit.registry_tasks`` resolves, with the instruction E5-mistral was evaluated with (the
+kit's instruction table, read from mteb). A local task uses its configured ``instruction``,
+else that of the registry task it is a subset of (``registry_task``), else its type's default.
 mteb drops prompt keys named after tasks it does not know, so every task carries its own
 prompts and the evaluation hands them to mteb's wrapper under the task's name.
 """
@@ -15,11 +16,14 @@ from typing import Any
 from kit.cli import StageError
 from kit.evalsets import LocalTask
 from kit.instructions import Instruction, is_symmetric, registry_instruction, type_instruction
+from kit.registry_tasks import ResolvedTask, TaskView
 from model_card.local_tasks import MTEB_TYPES, local_mteb_task
+
+LOCAL_SUBSETS = "the local set"
 
 
 @dataclass
-class EvalTask:
+class EvalTask(TaskView):
     """An mteb task plus what the card needs to say about how it was run."""
 
     task: Any
@@ -29,10 +33,9 @@ class EvalTask:
     instruction: Instruction
     dataset: dict[str, str]
     size: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.task.metadata.name
+    # Where its subsets come from ("as MTEB(eng, v2) runs it", ...), and its benchmark.
+    subsets_origin: str = LOCAL_SUBSETS
+    benchmark: str = ""
 
     @property
     def main_score(self) -> str:
@@ -83,25 +86,23 @@ def local_eval_task(task: LocalTask) -> EvalTask:
     )
 
 
-def registry_eval_task(name: str) -> EvalTask:
-    """A task from mteb's registry by name; its data comes from the Hub when evaluated."""
-    import mteb
-
-    try:
-        task = mteb.get_task(name)
-    except KeyError as exc:
-        raise StageError(f"evaluation.mteb_tasks: {exc.args[0]}") from None
-    meta = task.metadata
+def registry_eval_task(resolved: ResolvedTask) -> EvalTask:
+    """A registry task with the splits and subsets it runs; its data comes from the Hub when
+    evaluated."""
+    meta = resolved.task.metadata
     return EvalTask(
-        task=task,
+        task=resolved.task,
         source="registry",
         type=meta.type,
-        languages=list(meta.bcp47_codes),
-        instruction=_registry_instruction(name, "evaluation.mteb_tasks"),
+        languages=resolved.languages,
+        instruction=_registry_instruction(resolved.name, "evaluation.mteb_tasks"),
         dataset={
-            "name": f"MTEB {name}",
+            "name": f"MTEB {resolved.name}",
             "url": str(meta.reference or f"https://huggingface.co/datasets/{meta.dataset['path']}"),
             "license": str(meta.license or "see the dataset"),
             "origin": f"{meta.dataset['path']} @ {meta.dataset['revision']}",
+            "path": str(meta.dataset["path"]),
         },
+        subsets_origin=resolved.origin,
+        benchmark=resolved.benchmark,
     )

@@ -50,6 +50,9 @@ IGNORED_FOLDERS = (
     ".*",  # .cache, .git, .gradio, .ipynb_checkpoints, ...
 )
 IGNORE_PATTERNS = tuple(p for d in IGNORED_FOLDERS for p in (f"{d}/*", f"*/{d}/*"))
+# Hidden folders the Hub reads: the model card's evaluation results (huggingface_hub's
+# EvalResultEntry files), which the ``.*`` ignore above would leave out.
+HUB_FOLDERS: dict[str, tuple[str, ...]] = {"model": (".eval_results/*.yaml",)}
 REQUIRED_FILES: dict[str, tuple[tuple[str, str], ...]] = {
     "dataset": (("README.md", "README.md"), ("data/*.parquet", "a Parquet shard under data/")),
     "model": (
@@ -111,6 +114,8 @@ class RepoPlan:
 
 
 def is_published(kind: str, path_in_repo: str) -> bool:
+    if list(filter_repo_objects([path_in_repo], allow_patterns=list(HUB_FOLDERS.get(kind, ())))):
+        return True
     kept = filter_repo_objects(
         [path_in_repo],
         allow_patterns=list(ALLOW_PATTERNS[kind]),

@@ -110,6 +110,9 @@ def write_model(folder: Path, tiny_st_model_dir: Path) -> Path:
 def write_card(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "README.md").write_text(MODEL_CARD, encoding="utf-8")
+    results = folder / ".eval_results" / "mteb.yaml"
+    results.parent.mkdir()
+    results.write_text("- dataset:\n    id: mteb/sts17-crosslingual-sts\n  value: 80.1\n")
     return folder
 
 

@@ -34,7 +34,7 @@ def test_paper_recipe_values() -> None:
     training = load_config(REPO / "configs" / "e5-mistral.toml").training
     assert (training.batch_size, training.learning_rate, training.warmup_steps) == (2048, 1e-4, 100)
     assert (training.lora_r, training.max_length, training.weight_decay) == (16, 512, 0.1)
-    assert training.deepspeed == "configs/deepspeed/zero3.json"
+    assert training.deepspeed == "auto"  # ZeRO-2 or ZeRO-3, picked by the training plan
 
 
 @pytest.mark.parametrize(

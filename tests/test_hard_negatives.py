@@ -1,4 +1,5 @@
-"""Mined hard negatives: a real build on a tiny decoder, read back as users and training do."""
+"""Mined hard negatives: a real build with a tiny trained embedder (a sentence-transformers
+folder), read back as users and training do; its embeddings are kept across builds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from huggingface_hub import DatasetCard
 from dataset_builder.export import build
 from kit.cli import run_stage
 from kit.config import Config, config_notes, load_config
-from kit.embedder import build_embedder
 from kit.instructions import instruct
 from kit.schema import MINED_TYPES, UNIFIED_CONFIG, features_for, mined_negative_columns
 from kit.staleness import expected_provenance, why_stale
@@ -50,31 +50,71 @@ def mining(embedder: Path, **overrides: object) -> dict:
     return settings | overrides
 
 
+def cache_parts(config: Config) -> list[int]:
+    """Keys in each part of the miner's embedding cache, oldest first."""
+    parts = sorted(
+        config.layout.mining_cache_dir.rglob("part-*.keys.npy"), key=lambda p: p.stat().st_mtime_ns
+    )
+    return [len(np.load(part)) for part in parts]
+
+
+def mined_texts(out: Path) -> set[tuple[str, str]]:
+    """(role, text) of every text the miner embeds for a built dataset."""
+    found = set()
+    for rows in rows_of(out).values():
+        for row in rows:
+            if row["task_type"] in MINED_TYPES:
+                found.add(("query", instruct(row["task_definition"]) + row["query"]))
+                found |= {("document", t) for t in (row["positive"], row["negative"]) if t}
+    return found
+
+
 @pytest.fixture(scope="module")
-def built(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def built(tiny_st_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Three builds sharing one embedding cache: the run, the same run again, and the run
+    with rows added; and the run without mining."""
     import torch
+    from sentence_transformers import util
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("mined")
-    embedder = tiny_model_dirs["gemma3"]
-    run_dir = folder / "runs" / "run"
+    run_dir, grown_dir = folder / "runs" / "run", folder / "runs" / "grown"
     write_run(run_dir, synthesize(ROWS, seed=3), shards=2)
-    config = load_config(write_config(folder, **mining(embedder)))
+    write_run(grown_dir, synthesize(ROWS + 20, seed=3), shards=2)
+    config = load_config(write_config(folder, **mining(tiny_st_model_dir)))
     plain = load_config(write_config(folder, "plain"))
-    result = build(config, run_dir, folder / "mined")
-    again = build(config, run_dir, folder / "again")
+    calls: list[list[int]] = []
+    original = util.mine_hard_negatives
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls[-1].append(kwargs["dataset"].num_rows)
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(util, "mine_hard_negatives", counted)
+        calls.append([])
+        result = build(config, run_dir, folder / "mined")
+        parts_first = cache_parts(config)
+        calls.append([])
+        again = build(config, run_dir, folder / "again")
+        parts_again = cache_parts(config)
+        calls.append([])
+        grown = build(config, grown_dir, folder / "grown")
     unmined = build(plain, run_dir, folder / "plain")
     torch.set_num_threads(threads)
     return {
         "config": config,
         "plain": plain,
         "run_dir": run_dir,
-        "embedder": embedder,
+        "embedder": tiny_st_model_dir,
         "out": result.output_dir,
         "facts": result.facts,
         "again": again.output_dir,
+        "grown": grown.output_dir,
         "unmined": unmined.output_dir,
+        "calls": calls,
+        "parts": [parts_first, parts_again, cache_parts(config)],
     }
 
 
@@ -104,7 +144,11 @@ def test_mined_columns_load_and_are_all_or_nothing(built: dict) -> None:
 
 
 def test_negatives_come_from_their_pool_and_respect_the_margin(built: dict) -> None:
-    model = build_embedder(str(built["embedder"]), MAX_LENGTH)
+    """The trained miner as users load it: queries with their instruction and no other
+    prompt, documents with the model's document prompt."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(built["embedder"]), device="cpu")
     checked = 0
     for split, rows in rows_of(built["out"]).items():
         for task_type in MINED_TYPES:
@@ -116,8 +160,10 @@ def test_negatives_come_from_their_pool_and_respect_the_margin(built: dict) -> N
                 extra = [row[column] for column in MINED]
                 assert set(extra) <= texts, (split, row["id"])
                 anchor = instruct(row["task_definition"]) + row["query"]
-                query = model.encode([anchor], normalize_embeddings=True)
-                documents = model.encode([row["positive"], *extra], normalize_embeddings=True)
+                query = model.encode_query([anchor], prompt="", normalize_embeddings=True)
+                documents = model.encode_document(
+                    [row["positive"], *extra], normalize_embeddings=True
+                )
                 positive, *negatives = (documents @ query.T).ravel().tolist()
                 limit = positive - abs(positive) * MARGIN
                 assert max(negatives) <= limit + 1e-4, (row["id"], positive, negatives)
@@ -161,7 +207,7 @@ def test_card_and_provenance_report_the_mining(built: dict) -> None:
     assert names[6:10] == ["negative", *MINED]
     text = card.text
     section = text[text.index("## Mined hard negatives") : text.index("## Statistics")]
-    assert "- Embedder: `local:gemma3`" in section
+    assert "- Embedder: `local:model`, a trained embedder loaded as it is published" in section
     assert "above 95% of the positive's score (`relative_margin = 0.05`" in section
     assert f"exactly {NEGATIVES} of them in `negative_2`, `negative_3`, `negative_4`" in section
     total = next(line for line in section.splitlines() if line.startswith("| all |"))
@@ -173,7 +219,8 @@ def test_card_and_provenance_report_the_mining(built: dict) -> None:
     assert 0 < skipped <= nearest
     facts = built["facts"].hard_negatives
     assert facts["rows_mined"] == mined
-    assert facts["embedder"] == "local:gemma3"
+    assert facts["embedder"] == "local:model"
+    assert facts["loaded_as"] == "a sentence-transformers model, loaded as it is published"
     assert "Not mined for this build" in (built["unmined"] / "README.md").read_text()
 
 
@@ -187,11 +234,61 @@ def test_training_reads_the_mined_columns_as_extra_negatives(built: dict) -> Non
     negatives = [f"negative_{i}" for i in range(1, NEGATIVES + 2)]
     assert shape.column_names == ["anchor", "positive", *negatives]
     assert all(row["anchor"].startswith("Instruct: ") for row in shape)
-    model = build_embedder(str(built["embedder"]), MAX_LENGTH)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(built["embedder"]), device="cpu")
     batch = shape.select(range(min(4, shape.num_rows)))
     features = [model.tokenize(batch[column]) for column in shape.column_names]
     loss = MultipleNegativesRankingLoss(model, scale=50.0)(features, None)
     assert np.isfinite(loss.item())
+
+
+def test_one_search_per_pool(built: dict) -> None:
+    """Each task type and split is mined by one call of the library, never two."""
+    pools: dict[tuple[str, str], int] = {}
+    for split, rows in rows_of(built["out"]).items():
+        for row in rows:
+            if row["task_type"] in MINED_TYPES:
+                pools[(row["task_type"], split)] = pools.get((row["task_type"], split), 0) + 1
+    first = built["calls"][0]
+    assert first == [pools[key] for key in sorted(pools)]
+    assert built["calls"][1] == first
+
+
+def test_embeddings_are_cached_by_text_and_miner_across_builds(built: dict) -> None:
+    """The first build embeds every text once; the same rows again embed nothing (and give
+    the same bytes, see above); added rows embed only their new texts."""
+    first, again, grown = built["parts"]
+    texts = mined_texts(built["out"])
+    assert first == [len(texts)]
+    assert again == first
+    added = mined_texts(built["grown"]) - texts
+    assert grown == [len(texts), len(added)] and added
+
+
+def test_mining_default_is_one_negative(tmp_path: Path, tiny_st_model_dir: Path) -> None:
+    config = load_config(write_config(tmp_path, enabled=True, embedder=str(tiny_st_model_dir)))
+    assert config.dataset.hard_negatives.num_negatives == 1
+    assert config.dataset.hard_negatives.active
+
+
+def test_an_untrained_model_is_refused_as_a_miner(
+    tmp_path: Path, tiny_model_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain decoder folder (no modules.json) and the bundled base are not embedders."""
+    decoder = tiny_model_dirs["gemma3"]
+    for embedder, why in (
+        (str(decoder), f"{decoder} is not a sentence-transformers model (no modules.json): "
+                       "mining needs a trained embedder"),
+        ("bundled:gemma-3-270m", "bundled:gemma-3-270m is an untrained base decoder, not a "
+                                 "trained embedder"),
+    ):  # fmt: skip
+        path = write_config(tmp_path, enabled=True, embedder=embedder)
+        argv = ["--config", str(path)]
+        assert run_stage("dataset_builder", "dataset_builder.export:main", argv) == 2
+        message = f"error: {path}: dataset.hard_negatives.embedder: {why}"
+        assert capsys.readouterr().err.strip().splitlines() == [message]
+        assert not (tmp_path / "build").exists()
 
 
 def with_mining(config: Config, **change: object) -> Config:

@@ -95,10 +95,71 @@ def test_card_model_index_matches_mteb_result_files(evaluated: dict) -> None:
     assert evaluated["results"]["skipped"] == [
         {
             "name": "STS17",
-            "reason": "mteb registry task; its data is on the Hub, which could not be reached",
+            "reason": "mteb registry task; its data is on the Hub, which could not be reached "
+            "(subsets en-en, as MTEB(eng, v2) runs it)",
         }
     ]
     assert "- STS17: mteb registry task" in card.text
+    for entry in data.eval_results:
+        assert (entry.dataset_config, entry.dataset_split) == ("default", "test")
+        assert entry.source_name.endswith("(local task); the local set")
+
+
+def test_means_are_mteb_s_and_the_card_says_how_each_task_and_model_ran(evaluated: dict) -> None:
+    results = evaluated["results"]
+    assert results["benchmark"] == ""
+    assert results["means_scope"] == "the 2 tasks run here (not a benchmark score)"
+    text = (evaluated["card_dir"] / "README.md").read_text(encoding="utf-8")
+    for role in ("trained", "base"):
+        scores = [task["results"][role]["main_score"] for task in results["tasks"]]
+        # one Retrieval and one STS task: the mean over types equals the mean over tasks
+        assert results["means"][role]["Mean(Task)"] == pytest.approx(np.mean(scores), abs=1e-6)
+        assert results["means"][role]["Mean(TaskType)"] == pytest.approx(np.mean(scores), abs=1e-6)
+    trained, base = (results["means"][r]["Mean(Task)"] * 100 for r in ("trained", "base"))
+    row = f"| **mean over tasks** | | | | {trained:.2f} | {base:.2f} | {trained - base:+.2f} |"
+    assert row in text
+    assert "over the 2 tasks run here (not a benchmark score)" in text
+    for task in results["tasks"]:
+        assert (task["splits"], task["subsets"]) == (["test"], ["default"])
+        assert f"**{task['name']}**" in text
+    assert "; split test, subsets default (the local set); query prompt" in text
+    trained_model = results["models"]["trained"]
+    assert trained_model["revision_source"] == "content digest"
+    assert trained_model["encoding"] == (
+        "cpu, float32, batch 8 (device auto: no CUDA device, so cpu; fp32 on cpu; batch "
+        "configured)"
+    )
+    # The digest is not printed: a rerun whose weights differ in the last bit (a resumed
+    # training) gives the same card.
+    assert (
+        "- trained model `acme/tiny-embedder`, results labelled with its content digest; "
+        f"encoded on {trained_model['encoding']}." in text
+    )
+    assert trained_model["revision"] not in text
+    # No registry task ran, so there is nothing for .eval_results.
+    assert not (evaluated["card_dir"] / ".eval_results").exists()
+
+
+def test_staged_results_hold_only_the_subsets_a_task_runs(evaluated: dict) -> None:
+    """A cached file may hold more subsets (an earlier run of all of them): the score and
+    the published file keep the task's own."""
+    from mteb import TaskResult
+
+    task = evaluated["results"]["tasks"][1]
+    cached = evaluated["eval_dir"] / task["results"]["trained"]["scores_file"]
+    data = json.loads(cached.read_text(encoding="utf-8"))
+    extra = {**data["scores"]["test"][0], "hf_subset": "xx", "main_score": 0.0}
+    data["scores"]["test"].append(extra)
+    cached.write_text(json.dumps(data), encoding="utf-8")
+    rerun = _current_results(evaluated)
+    by_name = {t["name"]: t for t in rerun["tasks"]}
+    assert by_name[task["name"]]["results"]["trained"]["main_score"] == pytest.approx(
+        task["results"]["trained"]["main_score"]
+    )
+    staged = evaluated["card_dir"] / "results" / task["results"]["trained"]["scores_file"].split(
+        "/", 1
+    )[1]
+    assert [s["hf_subset"] for s in TaskResult.from_disk(staged).scores["test"]] == ["default"]
 
 
 def test_base_model_is_wrapped_and_prompted_like_the_trained_one(evaluated: dict) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from kit.cli import StageError
 from kit.embedder import check_model_appends_eos
-from kit.evalsets import LocalTask
+from kit.evalsets import LocalTask, RegistryTask
 from kit.instructions import (
     SYMMETRIC_TASK_DEFINITIONS,
     instruct,
@@ -17,6 +17,7 @@ from kit.instructions import (
     task_of,
     type_instruction,
 )
+from kit.registry_tasks import resolve_task
 from model_card.encoders import build_base
 from model_card.tasks import local_instruction, registry_eval_task
 
@@ -102,16 +103,17 @@ def test_local_task_instruction_priority_config_then_registry_then_type() -> Non
 
 
 def test_registry_task_gets_prompts_under_its_own_name() -> None:
-    task = registry_eval_task("SciFact")
+    task = registry_eval_task(resolve_task(RegistryTask("SciFact")))
     assert task.prompts()["SciFact-document"] == ""
     assert task.prompts()["SciFact-query"].startswith("Instruct: Given a scientific claim")
-    sts = registry_eval_task("STS17")
+    sts = registry_eval_task(resolve_task(RegistryTask("STS17")))
     assert sts.prompts()["STS17-document"] == sts.prompts()["STS17-query"]
+    assert (sts.subsets, sts.splits, sts.languages) == (["en-en"], ["test"], ["eng-Latn"])
 
 
 def test_unknown_registry_task_is_one_clear_error() -> None:
-    with pytest.raises(StageError, match=r"evaluation\.mteb_tasks: .*'SciFakt' not found"):
-        registry_eval_task("SciFakt")
+    with pytest.raises(StageError, match=r"mteb_tasks 'SciFakt': .*'SciFakt' not found"):
+        resolve_task(RegistryTask("SciFakt"))
     task = LocalTask(name="L", type="sts", path="p", registry_task="STS9000")
     with pytest.raises(StageError, match=r"registry_task: .*'STS9000' not found"):
         local_instruction(task)

@@ -117,6 +117,8 @@ def test_push_publishes_exactly_the_allow_listed_files(
         assert remote.pop(".gitattributes")  # the Hub's own, left alone
         assert remote == without_junk(kind, repo_files(build_dir, kind)), kind
         assert not set(JUNK[kind]) & set(remote)
+    # The Hub reads evaluation results from a hidden folder that the ".*" ignore would skip.
+    assert ".eval_results/mteb.yaml" in hub.files("model", MODEL_ID)
     assert hub.repo("space", SPACE_ID).sdk == "gradio"
     assert not hub.repo("model", MODEL_ID).private
     # Weights and shards went through LFS (batch, upload, verify); text went inline.

@@ -10,8 +10,8 @@ import torch
 from kit.embedder import build_embedder
 from kit.instructions import release_prompts
 from tests.training_helpers import FAMILIES
+from training.adapter import add_lora, lora_state_dict
 from training.loss import BucketedCachedInfoNCELoss
-from training.model import add_lora, lora_state_dict
 
 MAX_LENGTH = 12
 TEXTS = [
@@ -102,7 +102,7 @@ def _randomize_lora(model) -> None:
 def test_merged_lora_equals_adapter_model_and_differs_from_base(tiny_model_dirs, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from training.export import merged_embedder
+    from training.adapter import merged_embedder
 
     base_dir = str(tiny_model_dirs["gemma3"])
     prompts = release_prompts()
@@ -245,32 +245,54 @@ def test_zero3_config_keeps_lora_tensors_whole(tmp_path):
     config = deepspeed_config(str(source), lora_param_numel=229_376)
     zero = config["zero_optimization"]
     assert zero["stage"] == 3 and zero["stage3_param_persistence_threshold"] == 229_376
-    assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    # Nothing gathers the 16-bit model at a save: the release is rebuilt from base + adapter.
+    assert "stage3_gather_16bit_weights_on_model_save" not in zero
     zero2 = Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / "zero2.json"
     assert deepspeed_config(str(zero2), 229_376) == json.loads(zero2.read_text())
 
 
 def test_launcher_commands_rerun_this_stage():
-    from training.distributed import launch_command
+    from training.distributed import Nodes, launch_command
 
-    torchrun = launch_command("torchrun", 8, "configs/e5-mistral.toml", 29611)
-    assert torchrun[1:5] == [
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=8",
-        "--master_port=29611",
-    ]
-    assert torchrun[-4:] == ["-m", "training", "--config", "configs/e5-mistral.toml"]
-    accelerate = launch_command("accelerate", 4, "c.toml", 29612)
-    assert accelerate[1:8] == [
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "4",
-        "--main_process_port",
-        "29612",
-    ]
+    one = Nodes(count=1, rank=0, endpoint="")
+    stage = ["--config", "configs/e5-mistral.toml", "--force"]
+    torchrun = launch_command("torchrun", 8, stage, one, 29611)
+    assert torchrun[1:] == [
+        "-m", "torch.distributed.run", "--nnodes=1", "--node_rank=0", "--nproc_per_node=8",
+        "--master_port=29611", "-m", "training", *stage,
+    ]  # fmt: skip
+    second = Nodes(count=2, rank=1, endpoint="node0.cluster:29500")
+    assert launch_command("torchrun", 8, stage, second, 29611)[3:7] == [
+        "--nnodes=2", "--node_rank=1", "--nproc_per_node=8", "--rdzv-endpoint=node0.cluster:29500",
+    ]  # fmt: skip
+    accelerate = launch_command("accelerate", 4, ["--config", "c.toml"], one, 29612)
+    assert accelerate[1:] == [
+        "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4",
+        "--num_machines", "1", "--machine_rank", "0", "--main_process_port", "29612",
+        "-m", "training", "--config", "c.toml",
+    ]  # fmt: skip
+    assert launch_command("accelerate", 8, ["--config", "c.toml"], second, 0)[4:14] == [
+        "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+        "--main_process_ip", "node0.cluster", "--main_process_port", "29500",
+    ]  # fmt: skip
+
+
+def test_nodes_come_from_the_config_or_torchruns_environment(monkeypatch):
+    from kit.cli import StageError
+    from kit.config import TrainingSection
+    from training.distributed import Nodes, nodes
+
+    for name in ("PET_NNODES", "PET_NODE_RANK", "PET_RDZV_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = TrainingSection(nnodes=2, node_rank=0, rdzv_endpoint="10.0.0.1:29500")
+    assert nodes(cfg) == Nodes(2, 0, "10.0.0.1:29500")
+    monkeypatch.setenv("PET_NODE_RANK", "1")
+    assert nodes(cfg) == Nodes(2, 1, "10.0.0.1:29500")
+    monkeypatch.setenv("PET_NODE_RANK", "2")
+    with pytest.raises(StageError, match="training.node_rank = 2 is not below nnodes = 2"):
+        nodes(cfg)
+    with pytest.raises(StageError, match="training.nnodes = 2 needs training.rdzv_endpoint"):
+        nodes(TrainingSection(nnodes=2))
 
 
 def test_the_private_gradcache_helper_is_read_from_the_installed_version() -> None:
@@ -320,7 +342,7 @@ def test_matryoshka_around_the_kit_loss_equals_it_around_the_stock_loss(
         MultipleNegativesRankingLoss,
     )
 
-    from training.matryoshka import with_matryoshka
+    from training.loss import with_matryoshka
 
     model = build_embedder(str(tiny_model_dirs["gemma3"]), MAX_LENGTH, release_prompts())
     add_lora(model, 4, 8, 0.0)
@@ -359,10 +381,12 @@ def test_matryoshka_around_the_kit_loss_equals_it_around_the_stock_loss(
 
 
 def test_matryoshka_widths_always_include_the_full_one_and_fit_the_model(tiny_model_dirs):
-    from kit.cli import StageError
-    from training.matryoshka import base_embedding_dimension, trained_dims
+    from transformers import AutoConfig
 
-    width = base_embedding_dimension(str(tiny_model_dirs["qwen2"]))
+    from kit.cli import StageError
+    from training.arguments import trained_dims
+
+    width = AutoConfig.from_pretrained(tiny_model_dirs["qwen2"]).hidden_size
     assert width == 32
     assert trained_dims([], width) == ()
     assert trained_dims([8, 16], width) == (32, 16, 8)

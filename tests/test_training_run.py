@@ -248,9 +248,9 @@ def test_dataset_missing_columns_is_refused(
 def test_bf16_on_a_cpu_without_it_is_refused(
     tiny_model_dirs, write_config, tmp_path, capsys, previous_release, monkeypatch
 ):
-    import training.precision
+    import training.arguments
 
-    monkeypatch.setattr(training.precision, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(training.arguments, "cpu_supports_bf16", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     dataset = write_learnable_dataset(tmp_path / "dataset")
     section = training_section(tiny_model_dirs["gemma3"], dataset, precision="bf16")

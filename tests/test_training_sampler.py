@@ -14,7 +14,7 @@ from sentence_transformers.base.sampler import (
 )
 from torch.utils.data import ConcatDataset
 
-from training.sampler import StepAlignedProportionalBatchSampler
+from training.trainer import StepAlignedProportionalBatchSampler
 
 SIZES = (48, 40)  # rows with a hard negative, rows without
 BATCH = 4

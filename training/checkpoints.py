@@ -18,6 +18,7 @@ from pathlib import Path
 from kit.files import read_json_object
 from kit.provenance import Provenance, read_provenance, write_provenance
 from kit.staleness import why_stale
+from training.adapter import ADAPTER_FILE
 
 log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
@@ -32,9 +33,9 @@ def is_complete(folder: Path) -> bool:
     state = read_json_object(folder / "trainer_state.json")
     if state is None or state.get("global_step") != _step(folder):
         return False
-    adapter = folder / "adapter_model.safetensors"
-    if not adapter.is_file():  # a DeepSpeed checkpoint keeps its weights in its own layout
-        return (folder / "latest").is_file()
+    adapter = folder / ADAPTER_FILE
+    if not adapter.is_file():
+        return False
     try:
         from safetensors import safe_open
 
@@ -46,19 +47,20 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
-def keep_only_this_runs_checkpoints(folder: Path, provenance: Provenance) -> None:
-    """Remove checkpoints written by another run (other code, a changed ``[training]``
-    section, dataset or held-out set: the stage's own staleness rule), then mark the folder
-    as this run's."""
-    stale = [p for p in folder.glob(f"{PREFIX}*") if p.is_dir()]  # none if no folder yet
-    reason = why_stale(read_provenance(folder), provenance) if stale else None
+def keep_only_this_runs_state(folder: Path, provenance: Provenance) -> None:
+    """Remove checkpoints and prepared data of another run (other code, a changed
+    ``[training]`` section, dataset or held-out set: the stage's own staleness rule), then
+    mark the folder as this run's."""
+    state = [p for p in folder.glob("*") if p.is_dir()]  # none if no folder yet
+    reason = why_stale(read_provenance(folder), provenance) if state else None
     if reason:
-        log.warning(
-            "%s holds checkpoints of another run (%s): removed, training starts from step 0",
-            folder, reason,
-        )  # fmt: skip
-        for checkpoint in stale:
-            shutil.rmtree(checkpoint)
+        if any(p.name.startswith(PREFIX) for p in state):
+            log.warning(
+                "%s holds checkpoints of another run (%s): removed, training starts from step 0",
+                folder, reason,
+            )  # fmt: skip
+        for path in state:
+            shutil.rmtree(path, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     write_provenance(folder, provenance)
 
@@ -85,10 +87,11 @@ def is_final(checkpoint: str, planned_steps: int) -> bool:
 
     The trainer, resumed from its own last step, would still take one more step before it
     checks the limit, so such a checkpoint is restored instead of resumed from. DeepSpeed
-    checkpoints keep their weights in their own layout and are always resumed.
+    checkpoints (the engine's ``latest`` beside the adapter) are always resumed: the engine
+    restores them, and only once it has prepared the model.
     """
     folder = Path(checkpoint)
     state = read_json_object(folder / "trainer_state.json") or {}
     planned = planned_steps or int(state.get("max_steps") or 0)
-    on_disk = (folder / "adapter_model.safetensors").is_file()
-    return on_disk and planned > 0 and int(state.get("global_step") or 0) >= planned
+    deepspeed = (folder / "latest").is_file()
+    return not deepspeed and planned > 0 and int(state.get("global_step") or 0) >= planned

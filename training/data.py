@@ -5,11 +5,20 @@ one plus mined ``negative_2..n``), one dataset per group, so every batch has one
 (``anchor, positive, negative_1..k``): a list column of negatives would be encoded as one
 concatenated text, and a missing negative cannot be mixed into a batch that has them. The
 instruction is written into the anchor text; the documents carry none.
+
+Host memory does not grow with the data or the ranks: the groups are built with batched
+Arrow operations (``Dataset.map`` on Arrow tables, then index selections), saved once under
+the training folder, and every rank memory-maps the same saved files.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +27,19 @@ from kit.artifacts import PROVENANCE_FILE, DatasetFacts, from_dict
 from kit.cli import StageError
 from kit.config import ExtraDataset
 from kit.decontamination import Contamination, EvaluationNgrams, contaminated_mask
-from kit.instructions import instruct
+from kit.files import atomic_write_json, read_json_object
+from kit.instructions import QUERY_TEMPLATE
 from kit.provenance import public_name, read_provenance
 from kit.schema import MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
 from kit.staleness import dataset_identity
 
 REQUIRED_COLUMNS = ("task_definition", "query", "positive", "negative")
+NO_SYNTHETIC = "none"
+# Rows per Arrow batch: large enough that the work is columnar, small enough to stay MBs.
+BATCH_ROWS = 10_000
+COUNT_COLUMN = "__negatives"
+FACTS_FILE = "facts.json"
+SPLITS = ("train", "validation")
 
 
 @dataclass(frozen=True)
@@ -35,10 +51,6 @@ class TrainingData:
     source: str
     revision: str
     decontaminated: Contamination = field(default_factory=Contamination)
-
-
-def anchor_text(task_definition: str, query: str) -> str:
-    return f"{instruct(task_definition)}{query}"
 
 
 def _check_columns(split: Any, required: tuple[str, ...], where: str) -> None:
@@ -65,6 +77,44 @@ def _negative_columns(split: Any, first: str) -> list[str]:
     return ([first] if first and first in split.column_names else []) + mined
 
 
+def _pairs_batch(
+    batch: Any, task_definition: str | None, query: str, positive: str, negatives: list[str]
+) -> Any:
+    """One Arrow batch as anchor, positive, negative_1..k (present negatives moved to the
+    front, in column order) and the count of negatives each row has."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = batch.num_rows
+    head, tail = QUERY_TEMPLATE.split("{task}")
+    task = pa.array([task_definition] * rows, pa.string()) if task_definition else None
+    anchor = pc.binary_join_element_wise(
+        head, task if task is not None else batch["task_definition"], tail, batch[query], ""
+    )
+    present = [
+        pc.and_(pc.is_valid(batch[c]), pc.greater(pc.utf8_length(batch[c]), 0)).fill_null(False)
+        for c in negatives
+    ]
+    ones = [pc.cast(mask, pa.int8()) for mask in present]
+    count = ones[0] if ones else pa.array([0] * rows, pa.int8())
+    for more in ones[1:]:
+        count = pc.add(count, more)
+    columns = {"anchor": anchor, "positive": batch[positive]}
+    ranks: list[Any] = []
+    seen = pa.array([0] * rows, pa.int8())
+    for one in ones:
+        seen = pc.add(seen, one)
+        ranks.append(seen)
+    for slot in range(1, len(negatives) + 1):
+        picks = [
+            pc.if_else(pc.and_(mask, pc.equal(rank, slot)), batch[c], pa.scalar(None, pa.string()))
+            for c, mask, rank in zip(negatives, present, ranks, strict=True)
+        ]
+        columns[f"negative_{slot}"] = pc.coalesce(*picks)
+    columns[COUNT_COLUMN] = count
+    return pa.table(columns)
+
+
 def pairs(
     split: Any,
     task_definition: str | None = None,
@@ -72,19 +122,27 @@ def pairs(
     positive: str = "positive",
     negative: str = "negative",
 ) -> dict[str, Any]:
-    """Split one source by how many negatives a row has, as anchor/positive/negative_1..k."""
-    from datasets import Dataset
+    """Split one source by how many negatives a row has, as anchor/positive/negative_1..k,
+    keeping the rows' order within each group."""
+    import numpy as np
 
-    negative_columns = _negative_columns(split, negative)
-    groups: dict[int, dict[str, list[str]]] = {}
-    for row in split:
-        negatives = [row[c] for c in negative_columns if row[c]]
-        group = groups.setdefault(len(negatives), {"anchor": [], "positive": []})
-        group["anchor"].append(anchor_text(task_definition or row["task_definition"], row[query]))
-        group["positive"].append(row[positive])
-        for index, text in enumerate(negatives, start=1):
-            group.setdefault(f"negative_{index}", []).append(text)
-    return {shape_name(k): Dataset.from_dict(groups[k]) for k in sorted(groups)}
+    negatives = _negative_columns(split, negative)
+    mapped = split.with_format("arrow").map(
+        _pairs_batch,
+        batched=True,
+        batch_size=BATCH_ROWS,
+        remove_columns=split.column_names,
+        fn_kwargs={"task_definition": task_definition or None, "query": query,
+                   "positive": positive, "negatives": negatives},
+        desc="training pairs",
+    ).with_format(None)  # fmt: skip
+    counts = mapped.data.column(COUNT_COLUMN).to_numpy()
+    groups = {}
+    for negatives_count in sorted(int(k) for k in np.unique(counts)):
+        keep = ["anchor", "positive", *(f"negative_{i}" for i in range(1, negatives_count + 1))]
+        rows = np.flatnonzero(counts == negatives_count)
+        groups[shape_name(negatives_count)] = mapped.select(rows).select_columns(keep)
+    return groups
 
 
 def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
@@ -128,32 +186,37 @@ def read_dataset_facts(source: str) -> DatasetFacts | None:
         return None
 
 
-def _load(source: str, config_name: str) -> Any:
+def _load(source: str, config_name: str, cache_dir: Path | None) -> Any:
+    """A Hub dataset through the datasets cache; a local folder into ``cache_dir`` (Arrow,
+    memory-mapped), or into memory when there is none."""
     from datasets import load_dataset
 
     try:
         if not Path(source).is_dir():
             return load_dataset(source, config_name)
+        if cache_dir is not None:
+            return load_dataset(source, config_name, cache_dir=str(cache_dir))
         # The dataset stage rebuilds a local folder in place, and the datasets cache can hand
         # back the previous build of the same paths: read it through a throwaway cache.
-        with tempfile.TemporaryDirectory(prefix="synthembed-data-") as cache_dir:
-            return load_dataset(source, config_name, cache_dir=cache_dir, keep_in_memory=True)
+        with tempfile.TemporaryDirectory(prefix="synthembed-data-") as throwaway:
+            return load_dataset(source, config_name, cache_dir=throwaway, keep_in_memory=True)
     except (FileNotFoundError, ValueError) as exc:
         raise StageError(f"cannot load dataset {source!r} config {config_name!r}: {exc}") from None
 
 
-NO_SYNTHETIC = "none"
-
-
 def load_training_data(
-    source: str, extra_datasets: list[ExtraDataset], ngrams: EvaluationNgrams | None
+    source: str,
+    extra_datasets: list[ExtraDataset],
+    ngrams: EvaluationNgrams | None,
+    cache_dir: Path | None = None,
 ) -> TrainingData:
     """Read ``default`` (train and validation) of the synthetic dataset, unless ``source`` is
-    ``none``, and the extra labelled sets, decontaminated when ``ngrams`` is given."""
+    ``none``, and the extra labelled sets, decontaminated when ``ngrams`` is given. Local
+    folders are read into ``cache_dir`` when one is given (a fresh, empty folder)."""
     train: dict[str, Any] = {}
     validation: dict[str, Any] = {}
     if source != NO_SYNTHETIC:
-        corpus = _load(source, UNIFIED_CONFIG)
+        corpus = _load(source, UNIFIED_CONFIG, cache_dir)
         if "train" not in corpus:
             raise StageError(f"dataset {source!r} has no 'train' split")
         for name, split in corpus.items():
@@ -162,7 +225,7 @@ def load_training_data(
         validation = pairs(corpus["validation"]) if "validation" in corpus else {}
     removed: Contamination = Contamination()
     for extra in extra_datasets:
-        loaded = _load(extra.path, extra.config)
+        loaded = _load(extra.path, extra.config, cache_dir)
         for split_name, into in ((extra.split, train), (extra.validation_split, validation)):
             if not split_name:
                 continue
@@ -194,13 +257,119 @@ def _checked_extra(split: Any, extra: ExtraDataset) -> Any:
 def _decontaminated(
     split: Any, extra: ExtraDataset, ngrams: EvaluationNgrams, removed: Contamination
 ) -> Any:
-    """The rows of a public set that share no text with an evaluation set."""
+    """The rows of a public set that share no text with an evaluation set, checked one Arrow
+    batch at a time."""
+    import numpy as np
     import pyarrow as pa
 
     columns = [c for c in (extra.query_column, extra.positive_column, extra.negative_column) if c]
-    texts = {column: pa.array(split[column], pa.string()) for column in columns}
-    example = pa.StructArray.from_arrays(list(texts.values()), names=columns)
-    ids = [f"{public_name(extra.path)}#{i}" for i in range(split.num_rows)]
-    table = pa.table({"id": ids, "example": example})
-    flagged = contaminated_mask(table, ngrams, removed).to_numpy(zero_copy_only=False)
-    return split.select([i for i, bad in enumerate(flagged) if not bad])
+    name = public_name(extra.path)
+    flagged = []
+    start = 0
+    for batch in split.select_columns(columns).with_format("arrow").iter(batch_size=BATCH_ROWS):
+        texts = [batch[column].cast(pa.string()) for column in columns]
+        example = pa.StructArray.from_arrays(texts, names=columns)
+        ids = pa.array([f"{name}#{i}" for i in range(start, start + batch.num_rows)])
+        table = pa.table({"id": ids, "example": example})
+        flagged.append(contaminated_mask(table, ngrams, removed).to_numpy(zero_copy_only=False))
+        start += batch.num_rows
+    bad = np.concatenate(flagged) if flagged else np.zeros(0, dtype=bool)
+    return split.select(np.flatnonzero(~bad))
+
+
+def check_a_batch_fits(groups: dict[str, Any], batch_size: int) -> None:
+    """Each step draws one whole batch from one group of rows of the same shape, so at least
+    one group must hold a batch; otherwise the trainer would find no batch at all."""
+    sizes = {name: len(rows) for name, rows in sorted(groups.items())}
+    if max(sizes.values(), default=0) < batch_size:
+        listed = ", ".join(f"{name}: {size}" for name, size in sizes.items())
+        raise StageError(
+            f"training.batch_size={batch_size} is larger than every group of training rows "
+            f"of one shape ({listed}); lower it or add rows"
+        )
+
+
+# ---- the groups on disk: built once, memory-mapped by every rank ----------------------------
+
+
+def save_groups(data: TrainingData, folder: Path) -> None:
+    """Each group as Arrow files, then the facts file that marks the folder complete."""
+    for split in SPLITS:
+        for shape, dataset in getattr(data, split).items():
+            dataset.save_to_disk(str(folder / split / shape))
+    atomic_write_json(folder / FACTS_FILE, {
+        "source": data.source,
+        "revision": data.revision,
+        "decontaminated": {"rows": dict(data.decontaminated.rows),
+                           "examples": data.decontaminated.examples},
+        **{split: sorted(getattr(data, split)) for split in SPLITS},
+    })  # fmt: skip
+
+
+def read_groups(folder: Path) -> TrainingData | None:
+    """The saved groups, memory-mapped; ``None`` when ``folder`` holds no complete set."""
+    from datasets import load_from_disk
+
+    facts = read_json_object(folder / FACTS_FILE)
+    if facts is None:
+        return None
+    splits = {
+        split: {shape: load_from_disk(str(folder / split / shape)) for shape in facts[split]}
+        for split in SPLITS
+    }
+    removed = facts["decontaminated"]
+    return TrainingData(
+        train=splits["train"],
+        validation=splits["validation"],
+        source=facts["source"],
+        revision=facts["revision"],
+        decontaminated=Contamination(Counter(removed["rows"]), dict(removed["examples"])),
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def build_groups(
+    target: Path,
+    scratch: Path,
+    source: str,
+    extra_datasets: list[ExtraDataset],
+    ngrams: EvaluationNgrams | None,
+    batch_size: int,
+    make_room: Callable[[], None],
+) -> None:
+    """Build the groups in a folder of ``scratch`` (named after this host and process), call
+    ``make_room`` and rename the groups to ``target``.
+
+    A failure or a kill leaves nothing at ``target``; when two nodes that share the file
+    system build at once, the first rename wins and the other build is dropped (the groups
+    are the same). The Arrow copies of the sources read on the way are deleted.
+    """
+    own = f".training-data-{socket.gethostname()}-"
+    for leftover in scratch.glob(f"{own}*"):
+        if not _alive(int(leftover.name.removeprefix(own))):  # a build that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+    build = scratch / f"{own}{os.getpid()}"
+    build.mkdir(parents=True)
+    try:
+        data = load_training_data(source, extra_datasets, ngrams, cache_dir=build / "cache")
+        check_a_batch_fits(data.train, batch_size)
+        save_groups(data, build / "groups")
+        del data
+        make_room()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            (build / "groups").rename(target)
+        except OSError:  # another node finished first: its groups are the same
+            if read_groups(target) is None:
+                raise
+    finally:
+        shutil.rmtree(build, ignore_errors=True)

@@ -14,6 +14,12 @@ Length bucketing: each column of a big batch is sorted by token count before it 
 mini-batches, so every mini-batch is trimmed to its own longest row instead of carrying the
 padding of the batch's longest row; the embeddings are put back in the original order
 before the loss, so the loss and its gradients are unchanged.
+
+Matryoshka training: the same InfoNCE at several leading widths of the embedding, for users
+who keep only the first ``d`` values of each vector (without it the first ``d`` values of a
+fine-tuned decoder carry no more than any other ``d``). sentence-transformers'
+``MatryoshkaLoss`` sees that this loss caches gradients and decorates its
+``calculate_loss``, so every width shares one embedding pass (and one replay).
 """
 
 from __future__ import annotations
@@ -208,3 +214,12 @@ class BucketedCachedInfoNCELoss(CachedMultipleNegativesRankingLoss):
             ]
             if used:
                 torch.autograd.backward([p for p, _ in used], [g for _, g in used])
+
+
+def with_matryoshka(model: Any, loss: Any, dims: tuple[int, ...]) -> Any:
+    """``loss`` at every width in ``dims`` (weights 1), or ``loss`` itself when there are none."""
+    if not dims:
+        return loss
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    return MatryoshkaLoss(model, loss, list(dims))

@@ -1,8 +1,11 @@
-"""The training stage: check every input, fine-tune with GradCache InfoNCE, export.
+"""The training stage: check, prepare the data, fine-tune with GradCache InfoNCE, export.
 
-All checks that can fail on user input (precision, data columns, EOS, batch shape,
-DeepSpeed config) run before the first training step and before any launcher starts
-workers, so a bad config costs seconds, not a failed multi-GPU job.
+Three steps, one function each: the training arguments (``training.arguments``: every check
+of the config, then the trainer's arguments), the run (model, loss, trainer, resume) and the
+record (``training_record.json`` with the release). With several processes and no outside
+launcher, this process checks the config, prepares the data (which checks it too) and then
+becomes the launcher, so a bad config or dataset costs seconds, not a failed multi-GPU job,
+and the parent holds nothing while the workers train.
 """
 
 from __future__ import annotations
@@ -10,200 +13,161 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kit.artifacts import ExtraDatasetUse, TrainingRecord
-from kit.bundled import resolve_model
 from kit.cli import StageError
-from kit.config import Config, TrainingSection
+from kit.config import Config
 from kit.decontamination import EvaluationNgrams
-from kit.embedder import build_embedder, check_base_tokenizer
+from kit.embedder import build_embedder
 from kit.instructions import release_prompts
-from kit.provenance import public_name
-from kit.staleness import StageRun, training_source
+from kit.provenance import public_name, read_provenance
+from kit.staleness import StageRun, training_source, why_stale
 from training import distributed
-from training.checkpoints import (
-    is_final,
-    keep_only_this_runs_checkpoints,
-    last_complete_checkpoint,
-)
-from training.data import TrainingData, load_training_data, read_dataset_facts
+from training.adapter import add_lora, lora_state_dict, merged_embedder, save_release
+from training.arguments import Settings, check_settings, training_arguments
+from training.checkpoints import is_final, keep_only_this_runs_state, last_complete_checkpoint
+from training.data import TrainingData, build_groups, read_dataset_facts, read_groups
 from training.diagnostics import (
-    StepValidation,
+    Validation,
+    before_training,
     mean_pairwise_cosine,
     negatives_share,
     pools_eos,
     probe_texts,
     retrieval_accuracy,
     validation_curve,
+    validation_evaluator,
 )
-from training.export import merged_embedder, save_release
-from training.loss import BucketedCachedInfoNCELoss
-from training.matryoshka import base_embedding_dimension, trained_dims, with_matryoshka
-from training.model import add_lora, lora_state_dict
-from training.precision import resolve_precision
-from training.sampler import StepAlignedProportionalBatchSampler
+from training.loss import BucketedCachedInfoNCELoss, with_matryoshka
 from training.trainer import EmbedderTrainer
 
 log = logging.getLogger(__name__)
-# Recorded elsewhere in the record, by their public names only.
-NOT_HYPERPARAMETERS = ("base_model", "dataset", "extra_datasets", "deepspeed")
-
-
-def _check_batch_shape(cfg: TrainingSection, processes: int) -> int:
-    """The per-process batch, which the mini-batch must divide (each rank does GradCache)."""
-    if cfg.batch_size % processes:
-        raise StageError(
-            f"training.batch_size={cfg.batch_size} is not divisible by "
-            f"training.num_processes={processes}"
-        )
-    per_device = cfg.batch_size // processes
-    if per_device % cfg.mini_batch_size:
-        raise StageError(
-            f"training.mini_batch_size={cfg.mini_batch_size} must divide the per-process batch "
-            f"{per_device} (batch_size {cfg.batch_size} / {processes} processes)"
-        )
-    return per_device
-
-
-def _lora_settings(cfg: TrainingSection) -> dict[str, Any]:
-    return {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout}
-
-
-def _largest_lora_tensor(model: Any) -> int:
-    return max(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+# Recorded elsewhere in the record by their public names only, or not at all (where a node
+# takes part says nothing about the model, and a host name must not be published).
+NOT_HYPERPARAMETERS = ("base_model", "dataset", "extra_datasets", "deepspeed", "node_rank",
+                       "rdzv_endpoint")  # fmt: skip
+DATA_FOLDER = "data"
 
 
 def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
+    settings = check_settings(config, release_prompts())
     cfg = config.training
-    layout = config.layout
-    precision = resolve_precision(cfg.precision)
-    if cfg.num_processes > 1 and not cfg.deepspeed:
+    if settings.world == 1 or distributed.is_launched():
+        train(config, settings, stage, fresh=args.fresh)
+        return
+    where = distributed.nodes(cfg)
+    prepare_data(config, stage)
+    nodes = f" per node, node {where.rank} of {where.count}" if where.count > 1 else ""
+    log.info("relaunching under %s on %d processes%s", cfg.launcher, cfg.num_processes, nodes)
+    passed = [flag for flag in ("force", "fresh") if getattr(args, flag, False)]
+    stage_args = ["--config", str(config.path), *(f"--{flag}" for flag in passed)]
+    distributed.relaunch(cfg.launcher, cfg.num_processes, stage_args, where)
+
+
+def prepare_data(config: Config, stage: StageRun) -> TrainingData:
+    """The training groups, built once beside the checkpoints and memory-mapped by every
+    process. A node's first process builds them when the folder holds none of this run (a
+    bad dataset, or one with no group that fills a batch, then fails before anything is
+    written), and clears other runs' state."""
+    cfg = config.training
+    folder = config.layout.checkpoint_dir
+    groups = folder / DATA_FOLDER
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        ours = why_stale(read_provenance(folder), stage.expected) is None
+        if not ours or read_groups(groups) is None:
+            held_out = config.held_out
+            ngrams = (
+                EvaluationNgrams.build(
+                    cfg.decontamination_ngram, held_out.local_tasks, held_out.registry_tasks
+                )
+                if cfg.decontaminate and cfg.extra_datasets
+                else None
+            )
+            build_groups(
+                groups, folder.parent, training_source(config), cfg.extra_datasets, ngrams,
+                cfg.batch_size, make_room=lambda: keep_only_this_runs_state(folder, stage.expected),
+            )  # fmt: skip
+    data = read_groups(groups)
+    if data is None:
         raise StageError(
-            "training.num_processes > 1 runs through DeepSpeed: set training.deepspeed to "
-            "configs/deepspeed/zero2.json or zero3.json"
+            f"{groups} holds no complete training data (the first process of each node "
+            "builds it there)"
         )
-    per_device_batch = _check_batch_shape(cfg, cfg.num_processes)
-    held_out = config.held_out
-    ngrams = (
-        EvaluationNgrams.build(
-            cfg.decontamination_ngram, held_out.local_tasks, held_out.registry_tasks
-        )
-        if cfg.decontaminate and cfg.extra_datasets
-        else None
-    )
-    data = load_training_data(training_source(config), cfg.extra_datasets, ngrams)
     if data.decontaminated.rows:
         log.info("left out of the public sets, sharing text with evaluation sets: %s",
                  dict(data.decontaminated.rows))  # fmt: skip
-    _check_a_batch_fits(data.train, cfg.batch_size)
-    base_path = resolve_model(cfg.base_model)
-    prompts = release_prompts()
-    check_base_tokenizer(base_path)
-    dims = trained_dims(cfg.matryoshka_dims, base_embedding_dimension(base_path))
+    return data
 
-    relaunching = cfg.num_processes > 1 and not distributed.is_launched()
-    if relaunching and cfg.launcher == "none":
-        raise StageError("training.num_processes > 1 needs launcher = 'torchrun' or 'accelerate'")
-    distributed.check_world_size(cfg.num_processes)
-    if distributed.is_main_process():
-        keep_only_this_runs_checkpoints(layout.checkpoint_dir, stage.expected)
-    if relaunching:
-        log.info("relaunching under %s on %d processes", cfg.launcher, cfg.num_processes)
-        distributed.relaunch(cfg.launcher, cfg.num_processes, str(config.path))
+
+def train(config: Config, settings: Settings, stage: StageRun, fresh: bool) -> None:
+    """Arguments, data, run, and on the main process the release with its record."""
+    arguments, ds_config = training_arguments(config, settings)
+    with arguments.main_process_first(local=True, desc="training data"):
+        data = prepare_data(config, stage)
+    outcome = run(config, settings, arguments, data, fresh)
+    if not distributed.is_main_process():
         return
-    train(config, args, data, base_path, prompts, precision, per_device_batch, stage, dims)
+    if ds_config is not None:
+        # Training is over: a model loaded while the ZeRO-3 config is registered would be
+        # partitioned on load, and the release would be built from empty shards.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-
-def _check_a_batch_fits(groups: dict[str, Any], batch_size: int) -> None:
-    """Each step draws one whole batch from one group of rows of the same shape, so at least
-    one group must hold a batch; otherwise the trainer would find no batch at all."""
-    sizes = {name: len(rows) for name, rows in sorted(groups.items())}
-    if max(sizes.values(), default=0) < batch_size:
-        listed = ", ".join(f"{name}: {size}" for name, size in sizes.items())
-        raise StageError(
-            f"training.batch_size={batch_size} is larger than every group of training rows "
-            f"of one shape ({listed}); lower it or add rows"
-        )
-
-
-def train(
-    config: Config,
-    args: argparse.Namespace,
-    data: TrainingData,
-    base_path: str,
-    prompts: dict[str, str],
-    precision: str,
-    per_device_batch: int,
-    stage: StageRun,
-    dims: tuple[int, ...],
-) -> None:
-    """Fine-tune the base model as an embedder and write the release folder; ``dims`` are
-    the Matryoshka widths trained (none: the plain loss)."""
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.training_args import (
-        SentenceTransformerTrainingArguments,
-    )
-
+        unset_hf_deepspeed_config()
     cfg = config.training
-    model = build_embedder(base_path, cfg.max_length, prompts)
-    add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
-    ds_config = None
-    if cfg.deepspeed:
-        distributed.set_single_process_env()
-        ds_config = distributed.deepspeed_config(cfg.deepspeed, _largest_lora_tensor(model))
-    checkpoint_dir = config.layout.checkpoint_dir
-    training_args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=per_device_batch,
-        learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_steps,
-        lr_scheduler_type="linear",
-        weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        activation_checkpointing=cfg.gradient_checkpointing,
-        # The GradCache replay takes gradients with torch.autograd.grad, which reentrant
-        # checkpointing does not support.
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        multi_dataset_batch_sampler=StepAlignedProportionalBatchSampler,
-        # Ranks gather each other's embeddings, which needs the same batch size everywhere.
-        dataloader_drop_last=distributed.world_size() > 1,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        logging_steps=1,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        deepspeed=ds_config,
-        report_to=[],
-        disable_tqdm=False,
-        use_cpu=not _cuda(),
-        ddp_backend="gloo" if ds_config is not None and not _cuda() else None,
+    lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout}
+    release = merged_embedder(
+        settings.base_path, cfg.max_length, settings.prompts, lora, outcome.adapter_state
     )
+    record = training_record(config, settings, data, outcome, release)
+    save_release(release, stage, record)
+    log.info("saved %s (%d steps, %.1f s)", stage.folder, outcome.steps, outcome.runtime_s)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the run leaves for the record: the trainer's state and the trained adapter."""
+
+    trainer: Any
+    steps: int
+    runtime_s: float
+    resumed_from: str | None
+    accuracy_after: float | None
+    probes: list[str]
+    adapter_probes: Any
+    adapter_state: dict[str, Any]
+
+
+def run(
+    config: Config, settings: Settings, arguments: Any, data: TrainingData, fresh: bool
+) -> Outcome:
+    """Build the model (after the arguments, so ZeRO-3 partitions it at load), train or
+    resume, and read the adapter back; every rank runs all of it."""
+    cfg = config.training
+    model = build_embedder(settings.base_path, cfg.max_length, settings.prompts)
+    add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     infonce = BucketedCachedInfoNCELoss(
         model,
         scale=cfg.scale,
         mini_batch_size=cfg.mini_batch_size,
         length_bucketing=cfg.length_bucketing,
-        gather_across_devices=distributed.world_size() > 1,
+        gather_across_devices=settings.world > 1,
     )
-    loss = with_matryoshka(model, infonce, dims)
     batch = cfg.mini_batch_size
+    evaluator = validation_evaluator(data.validation, batch, cfg.validation_pairs)
     probes = probe_texts(data.validation or data.train)
-    spread_before = mean_pairwise_cosine(model, probes, batch)
-    along = StepValidation(model, data.validation, batch, cfg.validation_pairs, cfg.eval_steps)
     trainer = EmbedderTrainer(
-        model=model, args=training_args, train_dataset=data.train, loss=loss, callbacks=[along]
+        model=model,
+        args=arguments,
+        train_dataset=data.train,
+        loss=with_matryoshka(model, infonce, settings.dims),
+        callbacks=[Validation(model, evaluator, probes, batch, cfg.eval_steps)],
     )
-    accuracy_before = retrieval_accuracy(model, data.validation, batch, cfg.validation_pairs)
-    resume = None if args.fresh else last_complete_checkpoint(checkpoint_dir)
+    resume = None if fresh else last_complete_checkpoint(config.layout.checkpoint_dir)
     if resume:
         log.info("resuming from %s", resume)
     started = time.monotonic()
@@ -213,33 +177,32 @@ def train(
     else:
         steps = trainer.train(resume_from_checkpoint=resume).global_step
     runtime = time.monotonic() - started
-    # Both are collective under ZeRO-3 (every forward and the adapter read gather the
-    # partitioned weights), so every rank runs them before the others stop.
-    accuracy_after = retrieval_accuracy(model, data.validation, batch, cfg.validation_pairs)
-    adapter_probes = model.encode(probes, batch_size=batch, convert_to_tensor=True)
-    adapter_state = lora_state_dict(model)
-    if not distributed.is_main_process():
-        return
-    if ds_config is not None:
-        # Training is over: a model loaded while the ZeRO-3 config is registered would be
-        # partitioned on load, and the release would be built from empty shards.
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()
-    release = merged_embedder(
-        base_path, cfg.max_length, prompts, _lora_settings(cfg), adapter_state
+    # Collective under ZeRO-3 (every forward and the adapter read gather the partitioned
+    # weights), so every rank runs them before the others stop.
+    return Outcome(
+        trainer=trainer,
+        steps=steps,
+        runtime_s=runtime,
+        resumed_from=Path(resume).name if resume else None,
+        accuracy_after=retrieval_accuracy(model, evaluator),
+        probes=probes,
+        adapter_probes=model.encode(probes, batch_size=batch, convert_to_tensor=True),
+        adapter_state=lora_state_dict(model),
     )
-    merged_probes = release.encode(probes, batch_size=batch, convert_to_tensor=True)
-    checks = {
-        "merged_equals_adapter_min_cosine": round(
-            float((merged_probes * adapter_probes.to(merged_probes.device)).sum(dim=1).min()), 6
-        ),
-        "mean_pairwise_cosine_before": spread_before,
-        "mean_pairwise_cosine_after": mean_pairwise_cosine(release, probes, batch),
-        "pools_eos": pools_eos(release),
-    }
+
+
+def training_record(
+    config: Config, settings: Settings, data: TrainingData, outcome: Outcome, release: Any
+) -> TrainingRecord:
+    cfg = config.training
+    trainer = outcome.trainer
+    history = trainer.state.log_history
+    batch = cfg.mini_batch_size
+    merged_probes = release.encode(outcome.probes, batch_size=batch, convert_to_tensor=True)
+    adapter_probes = outcome.adapter_probes.to(merged_probes.device)
+    before = before_training(history)
     facts = read_dataset_facts(data.source)
-    record = TrainingRecord(
+    return TrainingRecord(
         base_model=public_name(cfg.base_model),
         dataset=(facts.repo_id if facts else None) or public_name(data.source),
         dataset_revision=data.revision,
@@ -252,52 +215,51 @@ def train(
         ],
         hyperparameters={
             **{k: v for k, v in asdict(cfg).items() if k not in NOT_HYPERPARAMETERS},
-            "loss": ("MatryoshkaLoss over " if dims else "")
+            "loss": ("MatryoshkaLoss over " if settings.dims else "")
             + "CachedMultipleNegativesRankingLoss (GradCache InfoNCE)",
             "temperature": 1.0 / cfg.scale if cfg.scale else math.inf,
         },
         seed=cfg.seed,
-        steps=steps,
-        train_runtime_s=round(runtime, 2),
-        final_loss=_final_loss(trainer),
+        steps=outcome.steps,
+        train_runtime_s=round(outcome.runtime_s, 2),
+        final_loss=_last(history, "loss"),
         max_length=cfg.max_length,
-        matryoshka_dims=list(dims),
-        precision=precision,
-        deepspeed=_deepspeed_summary(public_name(cfg.deepspeed), ds_config),
+        matryoshka_dims=list(settings.dims),
+        precision=settings.precision,
+        deepspeed=(
+            {"config": public_name(cfg.deepspeed), "zero_stage": settings.zero_stage}
+            if settings.deepspeed is not None
+            else None
+        ),
         world_size=distributed.world_size(),
-        resumed_from=Path(resume).name if resume else None,
+        resumed_from=outcome.resumed_from,
         train_rows={k: len(v) for k, v in data.train.items()},
         decontamination={
             "removed": dict(data.decontaminated.rows),
             "examples": data.decontaminated.examples,
         },
-        validation_accuracy_before=accuracy_before,
-        validation_accuracy_after=accuracy_after,
-        validation_accuracy_curve=validation_curve(trainer.state.log_history),
+        validation_accuracy_before=before.get("validation_accuracy_at_1"),
+        validation_accuracy_after=outcome.accuracy_after,
+        validation_accuracy_curve=validation_curve(history),
         loss_curve=[
-            (entry["step"], round(float(entry["loss"]), 4))
-            for entry in trainer.state.log_history
-            if "loss" in entry
+            (entry["step"], round(float(entry["loss"]), 4)) for entry in history if "loss" in entry
         ],
-        negatives_per_anchor_share=negatives_share(trainer.batch_shapes, per_device_batch),
-        checks=checks,
+        negatives_per_anchor_share=negatives_share(
+            trainer.batch_shapes, settings.per_device_batch
+        ),
+        checks={
+            "merged_equals_adapter_min_cosine": round(
+                float((merged_probes * adapter_probes).sum(dim=1).min()), 6
+            ),
+            "mean_pairwise_cosine_before": before.get("mean_pairwise_cosine"),
+            "mean_pairwise_cosine_after": mean_pairwise_cosine(release, outcome.probes, batch),
+            "pools_eos": pools_eos(release),
+            "repeated_texts_in_gathered_steps": trainer.repeated_texts,
+        },
     )
-    save_release(release, stage, record)
-    log.info("saved %s (%d steps, %.1f s)", stage.folder, steps, runtime)
 
 
-def _cuda() -> bool:
-    import torch
+def _last(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return float(values[-1]) if values else None
 
-    return torch.cuda.is_available()
-
-
-def _final_loss(trainer: Any) -> float | None:
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return float(losses[-1]) if losses else None
-
-
-def _deepspeed_summary(path: str, ds_config: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not ds_config:
-        return None
-    return {"config": path, "zero_stage": ds_config.get("zero_optimization", {}).get("stage")}

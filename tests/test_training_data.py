@@ -1,0 +1,120 @@
+"""The training data as Arrow groups: shapes and order as the rows give them, built once and
+memory-mapped by every process, nothing left behind by a build that fails; and the
+diagnostics that read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from kit.cli import StageError
+from kit.instructions import instruct
+from tests.training_fixtures import phrase_rows, write_dataset
+from training.data import build_groups, pairs, read_groups
+
+ROWS = [
+    {"task_definition": "t0", "query": "q0", "positive": "p0", "negative": "n0",
+     "negative_2": None, "negative_3": "m0"},
+    {"task_definition": "t1", "query": "q1", "positive": "p1", "negative": "",
+     "negative_2": None, "negative_3": None},
+    {"task_definition": "t2", "query": "q2", "positive": "p2", "negative": None,
+     "negative_2": "m2", "negative_3": ""},
+    {"task_definition": "t3", "query": "q3", "positive": "p3", "negative": "n3",
+     "negative_2": "m3", "negative_3": "k3"},
+    {"task_definition": "t4", "query": "q4", "positive": "p4", "negative": "n4",
+     "negative_2": "", "negative_3": "k4"},
+]  # fmt: skip
+
+
+def test_rows_are_grouped_by_their_negatives_in_column_order():
+    """Present negatives move to the front in column order (None and "" are absent), each
+    group keeps the rows' order, and the instruction goes into the anchor only."""
+    groups = pairs(Dataset.from_list(ROWS))
+    assert {name: group.to_list() for name, group in groups.items()} == {
+        "without_negative": [{"anchor": f"{instruct('t1')}q1", "positive": "p1"}],
+        "with_negative": [
+            {"anchor": f"{instruct('t2')}q2", "positive": "p2", "negative_1": "m2"},
+        ],
+        "with_2_negatives": [
+            {"anchor": f"{instruct('t0')}q0", "positive": "p0", "negative_1": "n0",
+             "negative_2": "m0"},
+            {"anchor": f"{instruct('t4')}q4", "positive": "p4", "negative_1": "n4",
+             "negative_2": "k4"},
+        ],
+        "with_3_negatives": [
+            {"anchor": f"{instruct('t3')}q3", "positive": "p3", "negative_1": "n3",
+             "negative_2": "m3", "negative_3": "k3"},
+        ],
+    }  # fmt: skip
+    fixed = pairs(Dataset.from_list(ROWS), "one task", negative="")
+    assert fixed["with_2_negatives"][0]["anchor"] == f"{instruct('one task')}q3"
+
+
+def test_the_groups_are_built_once_and_every_process_maps_the_same_files(tmp_path):
+    dataset = write_dataset(tmp_path / "dataset", phrase_rows(0, 40, 1), phrase_rows(100, 8, 2))
+    target = tmp_path / "checkpoints" / "data"
+    made_room = []
+    build_groups(target, tmp_path, str(dataset), [], None, 8, make_room=lambda: made_room.append(1))
+    assert made_room == [1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "dataset"]
+    first, second = read_groups(target), read_groups(target)
+    assert first is not None and second is not None
+    assert first.train.keys() == {"with_negative", "without_negative"}
+    for shape, group in first.train.items():
+        files = [Path(f["filename"]) for f in group.cache_files]
+        assert files and all(target in path.parents for path in files)  # memory-mapped there
+        assert files == [Path(f["filename"]) for f in second.train[shape].cache_files]
+    assert sum(len(group) for group in first.train.values()) == 40
+    assert first.revision.startswith("sha256:") and first.source == str(dataset)
+
+
+def test_a_build_that_fails_leaves_nothing(tmp_path):
+    dataset = write_dataset(tmp_path / "dataset", phrase_rows(0, 40, 1), phrase_rows(100, 8, 2))
+    target = tmp_path / "checkpoints" / "data"
+    with pytest.raises(StageError, match="training.batch_size=64 is larger than every group"):
+        build_groups(target, tmp_path, str(dataset), [], None, 64, make_room=lambda: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+    assert read_groups(target) is None
+
+
+def test_texts_repeated_in_a_step_are_counted():
+    from training.trainer import _repeated, _text_keys
+
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 7, 8], [9, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    inputs = {
+        "anchor_input_ids": ids, "anchor_attention_mask": mask,
+        "positive_input_ids": torch.tensor([[5, 6, 7, 3], [4, 4, 0, 0], [9, 9, 0, 0]]),
+        "positive_attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0]]),
+    }  # fmt: skip
+    keys = _text_keys(inputs)
+    assert len(keys) == 6
+    # [5, 6, 7] and [9, 9] each appear twice (padding ignored); [5, 6, 7, 8] and [4, 4] once.
+    assert _repeated(keys) == 2
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_validation_accuracy_is_top1_retrieval_of_each_anchors_own_positive(tiny_model_dirs):
+    """sentence-transformers' InformationRetrievalEvaluator gives what the hand loop it
+    replaced gave: the share of anchors whose own positive scores highest among the first
+    ``limit`` pairs' positives (ties to the earlier positive), with no prompt added."""
+    from kit.embedder import build_embedder
+    from kit.instructions import release_prompts
+    from training.diagnostics import retrieval_accuracy, validation_evaluator
+
+    model = build_embedder(str(tiny_model_dirs["qwen2"]), 32, release_prompts())
+    rows = phrase_rows(0, 30, 3)
+    groups = pairs(Dataset.from_list(rows))
+    limit = 20
+    anchors = [a for g in groups.values() for a in g["anchor"]][:limit]
+    positives = [p for g in groups.values() for p in g["positive"]][:limit]
+    queries = model.encode(anchors, convert_to_tensor=True)
+    documents = model.encode(positives, convert_to_tensor=True)
+    best = (queries @ documents.T).argmax(dim=1)
+    by_hand = round(float((best == torch.arange(limit)).float().mean()), 4)
+    assert retrieval_accuracy(model, validation_evaluator(groups, 8, limit)) == by_hand
+    assert 0 < by_hand < 1  # the check is not trivially all or nothing
+    assert validation_evaluator({"only": groups["without_negative"].select([0])}, 8, 20) is None
