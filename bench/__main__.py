@@ -20,6 +20,7 @@ from bench import FULL_RUN_VARIABLE, OUTPUT, full_run, previous_sections
 BENCHES = (
     "bundled",
     "seeds",
+    "pacing",
     "gates",
     "judge",
     "dataset",
@@ -31,8 +32,9 @@ BENCHES = (
     "serving",
     "release",
 )
-# Run only when named (``make bench-quality``): it trains three models, about 45 minutes.
-ON_REQUEST = ("quality",)
+# Run only when named: quality trains three models (``make bench-quality``, about 45
+# minutes); rehearsal runs the paper config's generation at up to 500k rows (about an hour).
+ON_REQUEST = ("quality", "rehearsal")
 
 
 def machine() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx2
 import openai
 
+from bench.servers import start
 from kit.config import Config, load_config
 from seeds.client import Endpoint
 from seeds.engine import SeedRun
@@ -33,18 +33,6 @@ from seeds.templates import load_templates
 LATENCY_S = 0.2
 CONCURRENCIES = (64, 256)
 ROUNDS = 4  # requests per run = C * ROUNDS, so an ideal run takes ROUNDS * L seconds
-REPO = Path(__file__).resolve().parents[1]
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "tests.seeds_fake_server", "--latency", str(latency)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("ready "):
-        process.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return process, line.split()[1]
 
 
 def bench_config(base: Config, url: str, concurrency: int, n: int) -> Config:
@@ -109,7 +97,7 @@ def run_hand_loop(url: str, concurrency: int, n: int) -> tuple[int, float, float
 
 def run(config_path: str) -> str:
     base = load_config(config_path)
-    server, url = start_server(LATENCY_S)
+    server, url = start("tests.seeds_fake_server", "--latency", str(LATENCY_S))
     rows = []
     try:
         run_seeds(bench_config(base, url, 8, 16), url)  # warm imports and the server

@@ -100,13 +100,37 @@ class GeneratorSection:
     max_tokens: int = _ranged(1024, 16, 32768)
     price_prompt_per_1k: float = _ranged(0.0, 0.0, None)
     price_completion_per_1k: float = _ranged(0.0, 0.0, None)
+    # Batch API prices; negative: half the live prices above, as OpenAI and Azure charge.
+    batch_price_prompt_per_1k: float = _ranged(-1.0, -1.0, None)
+    batch_price_completion_per_1k: float = _ranged(-1.0, -1.0, None)
     backoff_base_s: float = _ranged(1.0, 0.0, 600.0)
     backoff_max_s: float = _ranged(60.0, 0.0, 3600.0)
+    # What serves base_url: "auto" asks the endpoint itself whether it has a Batch API
+    # before a batch run pays for anything; vLLM and llama.cpp servers have none.
+    server: str = _choice("auto", "openai", "azure", "vllm", "llama.cpp", default="auto")
     batch_poll_s: float = _ranged(30.0, 0.01, 3600.0)
     batch_completion_window: str = "24h"
-    batch_max_rounds: int = _ranged(5, 1, 100)
+    batch_max_rounds: int = _ranged(10, 1, 100)
+    # One Batch API input file holds at most this many requests and bytes (the APIs take
+    # 50,000 and 200 MB); a round is split into as many files as it needs.
+    batch_max_requests: int = _ranged(50_000, 1, None)
+    batch_max_bytes: int = _ranged(190 * 1024 * 1024, 1024, None)
+    # Prompt tokens the account may have queued in open batches of this model (the
+    # "enqueued token" limit on the account's limits page); 0: unknown, learned from refusals.
+    batch_enqueued_tokens: int = _ranged(0, 0, None)
     local_context: int = _ranged(2048, 256, 131072)
     local_startup_timeout_s: float = _ranged(180.0, 1.0, 3600.0)
+
+    def prices(self) -> tuple[float, float]:
+        """Price per 1k prompt and completion tokens in this mode (a batch price left unset
+        is half the live one)."""
+        if self.mode != "batch":
+            return self.price_prompt_per_1k, self.price_completion_per_1k
+        prompt, completion = self.batch_price_prompt_per_1k, self.batch_price_completion_per_1k
+        return (
+            prompt if prompt >= 0 else self.price_prompt_per_1k / 2,
+            completion if completion >= 0 else self.price_completion_per_1k / 2,
+        )
 
 
 @dataclass(frozen=True)
@@ -481,6 +505,12 @@ def _validate_cross_fields(source: str, config: Config) -> None:
     negative = [k for k, v in config.generation.targets.items() if v < 0]
     if negative:
         raise ConfigError(f"{source}: generation.targets.{negative[0]} must be >= 0")
+    generator = config.generator
+    if generator.mode == "batch" and generator.server in ("vllm", "llama.cpp"):
+        raise ConfigError(
+            f"{source}: generator.mode = 'batch': a {generator.server} server has no Batch "
+            "API; use mode = 'live'"
+        )
     if config.generation.min_chars > config.generation.max_chars:
         raise ConfigError(f"{source}: generation.min_chars must be <= generation.max_chars")
     if config.training.batch_size % config.training.mini_batch_size:

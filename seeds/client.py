@@ -1,6 +1,7 @@
-"""Talking to an OpenAI-compatible endpoint: bounded retries with backoff and jitter that
-honour Retry-After, optional requests/tokens-per-minute limits, and the response_format
-fallback chain json_schema -> json_object -> text."""
+"""Talking to an OpenAI-compatible endpoint: requests paced to its limits (``seeds.pacing``),
+bounded retries with backoff and jitter that honour Retry-After, a stop with one line when
+the account has no credit, and the response_format fallback chain
+json_schema -> json_object -> text."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import openai
 
 from kit.config import GeneratorSection
 from kit.retry import backoff_delay
+from seeds.pacing import Pacer, admission_tokens
 from seeds.plan import WorkItem
 
 FORMAT_CHAIN = ("json_schema", "json_object", "text")
@@ -29,6 +31,24 @@ POOL_CONNECTIONS = 32
 
 class EndpointFatal(RuntimeError):
     """The endpoint refuses every request (bad key, unknown model, wrong URL)."""
+
+    reason = "endpoint_error"
+
+
+class QuotaExhausted(EndpointFatal):
+    """A 429 ``insufficient_quota``: the account has no credit, and retrying cannot help."""
+
+    reason = "insufficient_quota"
+
+
+QUOTA_MESSAGE = (
+    "the endpoint's account has no credit left (HTTP 429 insufficient_quota); add credit or "
+    "raise its spending limit, then run the same command again to resume"
+)
+
+
+def is_quota_error(exc: openai.APIStatusError) -> bool:
+    return exc.status_code == 429 and "insufficient_quota" in (exc.code or "", exc.type or "")
 
 
 @dataclass(frozen=True)
@@ -42,6 +62,7 @@ class Completion:
     latency_s: float
     response_format: str
     attempt: int
+    batch_id: str | None = None  # the Batch API batch that answered it
 
 
 class ResponseFormats:
@@ -73,35 +94,6 @@ class ResponseFormats:
             "json_schema": {"name": f"{item.kind}_{item.task_type}", "schema": item.schema,
                             "strict": True},
         }  # fmt: skip
-
-
-class TokenBucket:
-    """A per-minute allowance refilled continuously; ``take`` waits until it fits."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.level = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.stamp = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    async def take(self, amount: float) -> None:
-        amount = min(amount, self.capacity)
-        async with self._lock:
-            self._refill()
-            while self.level < amount:
-                await asyncio.sleep((amount - self.level) / self.rate)
-                self._refill()
-            self.level -= amount
-
-    def give_back(self, amount: float) -> None:
-        self._refill()
-        self.level = min(self.capacity, self.level + amount)
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -146,12 +138,7 @@ class Endpoint:
         self.formats = ResponseFormats(settings.response_format, local)
         self.on_attempt = on_attempt
         self.rng = random.Random()
-        self.requests = (
-            TokenBucket(settings.requests_per_minute) if settings.requests_per_minute else None
-        )
-        self.tokens = (
-            TokenBucket(settings.tokens_per_minute) if settings.tokens_per_minute else None
-        )
+        self.pacer = Pacer(settings.requests_per_minute, settings.tokens_per_minute)
 
     def _client(self, base_url: str | None, api_key: str, connections: int) -> openai.AsyncOpenAI:
         limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -179,26 +166,23 @@ class Endpoint:
             body["response_format"] = response_format
         return body
 
-    def _estimated_tokens(self, item: WorkItem) -> int:
-        return len(item.prompt) // 4 + self.settings.max_tokens
-
     async def complete(self, item: WorkItem) -> Completion | None:
         """The first successful completion, or None when the item's retries ran out."""
         attempt = 0
+        charge = admission_tokens(item.prompt, self.settings.max_tokens)
         while True:
             mode = self.formats.mode
-            estimate = self._estimated_tokens(item)
-            if self.requests is not None:
-                await self.requests.take(1)
-            if self.tokens is not None:
-                await self.tokens.take(estimate)
+            ticket = await self.pacer.admit(charge)
             started = time.monotonic()
             try:
                 response = await self._post(item, mode)
             except openai.APIStatusError as exc:
                 status = exc.status_code
-                if self.tokens is not None:
-                    self.tokens.give_back(estimate)
+                self.pacer.observe(exc.response.headers, ticket)
+                if is_quota_error(exc):
+                    self._report(item, attempt, mode, started, "failed", "insufficient_quota",
+                                 status)  # fmt: skip
+                    raise QuotaExhausted(QUOTA_MESSAGE) from None
                 if status in FATAL_STATUS:
                     self._report(item, attempt, mode, started, "failed", f"http_{status}", status)
                     raise EndpointFatal(
@@ -217,17 +201,21 @@ class Endpoint:
             except openai.APIConnectionError:
                 status, retry_after, reason, retryable = None, None, "connection_error", True
             else:
-                return self._completion(response, mode, started, attempt, estimate)
+                self.pacer.observe(response.headers, ticket)
+                return self._completion(response, mode, started, attempt)
             if not retryable or attempt >= self.settings.max_retries:
                 self._report(item, attempt, mode, started, "failed", reason, status)
                 return None
             self._report(item, attempt, mode, started, "retry", reason, status)
-            await asyncio.sleep(
-                backoff_delay(
-                    attempt, self.settings.backoff_base_s, self.settings.backoff_max_s,
-                    retry_after, self.rng,
-                )
+            delay = backoff_delay(
+                attempt, self.settings.backoff_base_s, self.settings.backoff_max_s,
+                retry_after, self.rng,
             )  # fmt: skip
+            if status == 429:
+                # The account's limit, not this request's fault: every worker waits, once.
+                self.pacer.rate_limited(retry_after if retry_after is not None else delay)
+            else:
+                await asyncio.sleep(delay)
             attempt += 1
 
     async def _post(self, item: WorkItem, mode: str) -> httpx2.Response:
@@ -244,7 +232,7 @@ class Endpoint:
             self._busy[pool] -= 1
 
     def _completion(
-        self, response: httpx2.Response, mode: str, started: float, attempt: int, estimate: int
+        self, response: httpx2.Response, mode: str, started: float, attempt: int
     ) -> Completion:
         """Read the answer as plain JSON: the body is already built and the reply is judged
         by seeds itself, so the SDK's typed request/response models would only cost CPU."""
@@ -255,8 +243,6 @@ class Endpoint:
         usage = data.get("usage") or {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
-        if self.tokens is not None:
-            self.tokens.give_back(max(0, estimate - prompt_tokens - completion_tokens))
         choices = data.get("choices") or [{}]
         return Completion(
             text=(choices[0].get("message") or {}).get("content") or "",

@@ -34,6 +34,8 @@ from seeds.store import RunStore, utc_now
 from seeds.templates import Template
 
 BRAINSTORM_ROUNDS = 3
+# Tokens the chat format adds to a prompt (a few per message, and the reply's start).
+PROMPT_FRAMING_TOKENS = 8
 
 
 def candidate(item: WorkItem, example: dict[str, str]) -> Candidate:
@@ -73,6 +75,13 @@ class SeedRun:
         self.next_slot = dict.fromkeys(TASK_TYPES, 0)
         self.tried_this_session: set[str] = set()
         self.stopped_reason: str | None = None
+        self.prices = config.generator.prices()
+        # Worst cases of the requests in flight, held against the budget until they settle.
+        self.reserved: dict[str, tuple[int, float]] = {}
+        self.reserved_tokens = 0
+        self.reserved_usd = 0.0
+        self.short_of: str | None = None  # the budget that refused a request, and what it
+        self.short_left: float = 0  # had left (reserves aside) when it did
         self.bar = tqdm(
             total=sum(self.targets.values()),
             initial=sum(min(store.totals.accepted[t], n) for t, n in self.targets.items()),
@@ -110,6 +119,56 @@ class SeedRun:
         if self.gen.budget_usd and totals.cost_usd >= self.gen.budget_usd:
             return "budget_usd"
         return None
+
+    def worst_case(self, item: WorkItem) -> tuple[int, float]:
+        """Tokens and cost a request can come to at most: its prompt counted generously (a
+        token per 3 bytes, plus the chat framing) and a full ``max_tokens`` answer."""
+        prompt = math.ceil(len(item.prompt.encode("utf-8")) / 3) + PROMPT_FRAMING_TOKENS
+        completion = self.config.generator.max_tokens
+        return prompt + completion, self.cost(prompt, completion)
+
+    def reserve(self, item: WorkItem) -> bool:
+        """Set aside the item's worst case, or say no when the budget cannot cover it on
+        top of what is spent and already set aside (``short_of`` names the budget)."""
+        if not (self.gen.budget_tokens or self.gen.budget_usd):
+            return True
+        tokens, usd = self.worst_case(item)
+        totals = self.store.totals
+        if self.gen.budget_tokens and (
+            totals.tokens + self.reserved_tokens + tokens > self.gen.budget_tokens
+        ):
+            self.short_of, self.short_left = "budget_tokens", self.gen.budget_tokens - totals.tokens
+            return False
+        if self.gen.budget_usd and totals.cost_usd + self.reserved_usd + usd > self.gen.budget_usd:
+            self.short_of, self.short_left = "budget_usd", self.gen.budget_usd - totals.cost_usd
+            return False
+        self.reserved[item.item_id] = (tokens, usd)
+        self.reserved_tokens += tokens
+        self.reserved_usd += usd
+        return True
+
+    def release(self, item_id: str) -> None:
+        """The request is settled: its real cost is in the ledger now."""
+        tokens, usd = self.reserved.pop(item_id, (0, 0.0))
+        self.reserved_tokens -= tokens
+        self.reserved_usd -= usd
+
+    def out_of_budget(self) -> bool:
+        """No request fits the budget, and none in flight can free any of it: stop."""
+        if self.short_of is not None and not self.reserved:
+            self.stop(self.short_of)
+        return self.stopped_reason is not None
+
+    def budget_cut_line(self, asked: int, wanted: int) -> str:
+        """The one line that says a batch round was cut to what the budget covers."""
+        if self.short_of == "budget_usd":
+            left = f"${self.short_left:,.2f} of ${self.gen.budget_usd:,.2f}"
+        else:
+            left = f"{self.short_left:,} of {self.gen.budget_tokens:,} tokens"
+        return (
+            f"{self.short_of}: this batch round is cut to {asked:,} of {wanted:,} requests, "
+            f"as many as the {left} left pay for if every answer takes max_tokens"
+        )
 
     def stop(self, reason: str) -> None:
         if self.stopped_reason is None:
@@ -195,6 +254,9 @@ class SeedRun:
                 self.store.task_pools.get(task_type, []),
                 self.gen.examples_per_task,
             )
+            if not self.reserve(item):
+                self.out_of_budget()
+                return None  # asked again once a request in flight frees its reserve
             self.tried_this_session.add(item.item_id)
             return item
         return None
@@ -205,6 +267,7 @@ class SeedRun:
 
     def finished(self, item: WorkItem) -> None:
         self.inflight[item.task_type] -= 1
+        self.release(item.item_id)
         self._refresh()
 
     @property
@@ -356,26 +419,24 @@ class SeedRun:
         )
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        g = self.config.generator
-        return (
-            prompt_tokens / 1000 * g.price_prompt_per_1k
-            + completion_tokens / 1000 * g.price_completion_per_1k
-        )
+        """At this mode's prices (the Batch API's are half the live ones unless set)."""
+        prompt_price, completion_price = self.prices
+        return prompt_tokens / 1000 * prompt_price + completion_tokens / 1000 * completion_price
 
     def _ledger(self, item: WorkItem, completion: Completion, outcome: str, reason: str) -> None:
-        self.log_attempt(
-            item,
-            {
-                "attempt": completion.attempt,
-                "outcome": outcome,
-                "reason": reason,
-                "status": 200,
-                "response_format": completion.response_format,
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "latency_s": round(completion.latency_s, 4),
-            },
-        )
+        fields = {
+            "attempt": completion.attempt,
+            "outcome": outcome,
+            "reason": reason,
+            "status": 200,
+            "response_format": completion.response_format,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "latency_s": round(completion.latency_s, 4),
+        }
+        if completion.batch_id is not None:
+            fields["batch_id"] = completion.batch_id
+        self.log_attempt(item, fields)
 
     def log_attempt(self, item: WorkItem, fields: dict[str, Any]) -> None:
         """The one way a request reaches the ledger (called by the endpoint for errors)."""

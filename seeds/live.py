@@ -1,14 +1,25 @@
 """Live mode: a fixed pool of workers keeps ``concurrency`` requests in flight, each worker
-pulling the next planned item as soon as its previous one is done."""
+pulling the next planned item as soon as its previous one is done. The endpoint paces them
+to the account's limits; the budget holds each request's worst case until it settles."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
-from seeds.client import Endpoint
+from seeds.client import QUOTA_MESSAGE, Completion, Endpoint, QuotaExhausted
 from seeds.engine import BRAINSTORM_ROUNDS, SeedRun
 from seeds.plan import WorkItem
+
+
+async def _ask(run: SeedRun, endpoint: Endpoint, item: WorkItem) -> Completion | None:
+    """The item's completion (None when its retries ran out). An empty account stops the
+    run; requests already in flight still land."""
+    try:
+        return await endpoint.complete(item)
+    except QuotaExhausted:
+        run.stop(QuotaExhausted.reason)
+        return None
 
 
 async def _brainstorm(run: SeedRun, endpoint: Endpoint) -> None:
@@ -16,9 +27,13 @@ async def _brainstorm(run: SeedRun, endpoint: Endpoint) -> None:
 
     async def one(item: WorkItem) -> None:
         async with semaphore:
-            if not run.may_start_request():
+            if not run.may_start_request() or not run.reserve(item):
+                run.out_of_budget()
                 return
-            completion = await endpoint.complete(item)
+            try:
+                completion = await _ask(run, endpoint, item)
+            finally:
+                run.release(item.item_id)
             if completion is None:
                 run.tried_this_session.add(item.item_id)
             else:
@@ -32,9 +47,16 @@ async def _brainstorm(run: SeedRun, endpoint: Endpoint) -> None:
 
 
 async def _judge(run: SeedRun, endpoint: Endpoint, request: WorkItem) -> None:
-    """Ask the judge about a held row; a stop request leaves the row held for the next run."""
-    if run.may_start_request():
-        run.handle_judgement(request, await endpoint.complete(request))
+    """Ask the judge about a held row; a stop leaves the row held for the next run."""
+    if not run.may_start_request() or not run.reserve(request):
+        run.out_of_budget()
+        return
+    try:
+        completion = await _ask(run, endpoint, request)
+    finally:
+        run.release(request.item_id)
+    if run.stopped_reason != QuotaExhausted.reason:
+        run.handle_judgement(request, completion)
 
 
 async def _generate(run: SeedRun, endpoint: Endpoint) -> None:
@@ -51,7 +73,7 @@ async def _generate(run: SeedRun, endpoint: Endpoint) -> None:
                 continue
             run.started(item)
             try:
-                completion = await endpoint.complete(item)
+                completion = await _ask(run, endpoint, item)
                 outcome = None if completion is None else run.handle_generation(item, completion)
                 if isinstance(outcome, WorkItem):
                     await _judge(run, endpoint, outcome)
@@ -90,3 +112,5 @@ async def run_live(run: SeedRun, endpoint: Endpoint) -> None:
         for sig in handled:
             loop.remove_signal_handler(sig)
         await endpoint.close()
+    if run.stopped_reason == QuotaExhausted.reason:
+        raise QuotaExhausted(QUOTA_MESSAGE)

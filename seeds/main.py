@@ -22,6 +22,7 @@ from kit.staleness import StageRun
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
 from seeds.engine import SeedRun
+from seeds.estimate import estimate
 from seeds.gates import QualityGates
 from seeds.languages import XLMR_LANGUAGES, LanguageSampler
 from seeds.live import run_live
@@ -83,6 +84,9 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         templates = restrict_placeholders(load_templates(), config.generation.placeholder_subsets)
     except TemplateError as exc:
         raise StageError(str(exc)) from None
+    if getattr(args, "estimate", False):
+        print("\n".join(estimate(config, templates, run_dir)))
+        return
     gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
     stage.begin()
     store = RunStore(run_dir)
@@ -105,7 +109,7 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
             runner = run_batch if generator.mode == "batch" else run_live
             asyncio.run(runner(run, endpoint))
     except EndpointFatal as exc:
-        run.stop("endpoint_error")
+        run.stop(exc.reason)
         raise StageError(redact(str(exc), generator.api_key_env)) from None
     except StageError:
         run.stop("setup_error")

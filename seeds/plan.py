@@ -50,6 +50,11 @@ def generation_item_id(task_type: str, slot: int) -> str:
     return f"{task_type}-{slot:07d}"
 
 
+def slot_of(item_id: str) -> int:
+    """The slot a generation item id names (``generation_item_id`` backwards)."""
+    return int(item_id.rsplit("-", 1)[1])
+
+
 def generation_item(
     template: Template,
     slot: int,

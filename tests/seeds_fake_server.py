@@ -1,10 +1,11 @@
 """A fault-injecting OpenAI-compatible server for the seeds tests and benchmark.
 
-Plain asyncio streams (HTTP/1.1, keep-alive) so it costs little CPU next to the client it
-measures. It answers chat completions with JSON built from the request's schema (or the
-prompt's key list), injects the faults it is told to at the rates it is told, and logs every
-request so tests can count exactly. It also implements the Files and Batches endpoints used
-by the OpenAI Batch API.
+Served by the simulator's small HTTP/1.1 server (``seeds.simulator.http``), cheap in CPU
+next to the client it measures. Where the simulator keeps to what OpenAI does, this one
+breaks answers on purpose: it answers chat completions with JSON built from the request's
+schema (or the prompt's key list), injects the faults it is told to at the rates it is
+told, and logs every request so tests can count exactly. It also implements the Files and
+Batches endpoints used by the OpenAI Batch API.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ import itertools
 import json
 import random
 import re
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from seeds.simulator.http import Request, Response, connection_handler
+from seeds.simulator.http import ServerThread as HttpServerThread
+from seeds.simulator.server import parse_multipart
 
 TRANSPORT_FAULTS = ("429", "500", "timeout")
 CONTENT_FAULTS = ("malformed", "truncated", "wrong_keys", "duplicate", "prose")
 # Answers with the right keys whose content is degenerate: the quality gates' business.
 GATE_FAULTS = ("placeholder", "markup", "too_short")
 PROMPT_KEY = re.compile(r'^- "(\w+)":', re.MULTILINE)
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-           429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
 
 
 @dataclass
@@ -247,7 +249,8 @@ class FakeLLM:
             return 200, {}, {"object": "list", "data": [model]}
         if method == "POST" and path.endswith("/files"):
             fields = parse_multipart(headers["content-type"], body)
-            return 200, {}, self._file(fields["file"], fields["purpose"].decode(), "upload.jsonl")
+            data, purpose = fields["file"][0], fields["purpose"][0].decode()
+            return 200, {}, self._file(data, purpose, "upload.jsonl")
         if method == "GET" and "/files/" in path:
             file_id = path.split("/files/")[1].split("/")[0]
             if path.endswith("/content"):
@@ -259,95 +262,37 @@ class FakeLLM:
             return 200, {}, {k: v for k, v in self.files[file_id].items() if k != "data"}
         if method == "POST" and path.endswith("/batches"):
             return 200, {}, self._create_batch(json.loads(body))
+        if method == "GET" and path.endswith("/batches"):
+            newest = [self.batches[b] for b in reversed(self.batches_created)]
+            return 200, {}, {"object": "list", "data": newest, "has_more": False}
         if method == "GET" and "/batches/" in path:
             return 200, {}, self.batches[path.split("/batches/")[1]]
         return 404, {}, {"error": {"message": f"no route {method} {path}"}}
 
-    async def serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while True:
-                request_line = await reader.readline()
-                if not request_line:
-                    break
-                method, target, _ = request_line.decode().split(" ", 2)
-                headers = {}
-                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    name, value = line.decode().split(":", 1)
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", 0))
-                body = await reader.readexactly(length) if length else b""
-                status, extra, payload = await self.route(
-                    method, target.split("?")[0], headers, body
-                )
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                fields = {"Content-Type": "application/json", **extra}
-                fields["Content-Length"] = str(len(data))
-                head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
-                head += [f"{k}: {v}" for k, v in fields.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # client went away, or the server is shutting down
-        finally:
-            writer.close()
+    async def handle(self, request: Request) -> Response:
+        status, extra, payload = await self.route(
+            request.method, request.path, request.headers, request.body
+        )
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return Response(status, {k.lower(): v for k, v in extra.items()}, data)
 
     # ---- counting helpers for tests ---------------------------------------------------
     def faults_served(self, kind: str = "generate") -> Counter[str]:
         return Counter(s.fault for s in self.log if s.kind == kind)
 
 
-def parse_multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    boundary = content_type.split("boundary=")[1].strip('"').encode()
-    fields = {}
-    for part in body.split(b"--" + boundary):
-        if b"\r\n\r\n" not in part:
-            continue
-        head, value = part.split(b"\r\n\r\n", 1)
-        name = re.search(rb'name="([^"]+)"', head)
-        if name:
-            fields[name.group(1).decode()] = value[:-2] if value.endswith(b"\r\n") else value
-    return fields
-
-
-class ServerThread:
+class ServerThread(HttpServerThread):
     """Runs a ``FakeLLM`` on 127.0.0.1 in a background thread; ``url`` is its base URL."""
 
     def __init__(self, fake: FakeLLM) -> None:
         self.fake = fake
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.url = ""
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self.fake.serve_connection, "127.0.0.1", 0, backlog=4096)
-        )
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        self.ready.set()
-        self.loop.run_forever()
-        server.close()
-        pending = asyncio.all_tasks(self.loop)
-        for task in pending:
-            task.cancel()
-        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self.loop.close()
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        super().__init__(fake.handle)
 
 
 async def _serve_forever(fake: FakeLLM, port: int) -> None:
-    server = await asyncio.start_server(fake.serve_connection, "127.0.0.1", port, backlog=4096)
+    server = await asyncio.start_server(
+        connection_handler(fake.handle), "127.0.0.1", port, backlog=4096
+    )
     print(f"ready http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
     async with server:
         await server.serve_forever()

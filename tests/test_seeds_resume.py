@@ -1,5 +1,6 @@
 """A seeds run killed with SIGKILL resumes without losing or re-requesting anything; the same
-for a Batch API run (by batch id); and the embedded llama.cpp default end to end."""
+for a Batch API run killed at any moment (against the limits-faithful simulator); and the
+embedded llama.cpp default end to end."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from kit.cli import run_stage
 from seeds.__main__ import add_arguments
+from seeds.simulator import BatchSettings, RunningSimulator, SimulatorSettings
 from seeds.store import read_jsonl
 from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
@@ -88,47 +90,68 @@ def test_sigkill_mid_run_loses_nothing_and_repeats_nothing(write_config) -> None
         assert run_json(run)["complete"]
 
 
+def journal_has(run: Path, state: str) -> bool:
+    """Whether a generation input file has reached ``state`` in the batch journal."""
+    return any(
+        row["state"] == state and row["file"].startswith("generate")
+        for row in read_jsonl(run / "batches.jsonl")
+    )
+
+
 @pytest.mark.slow
-def test_batch_run_killed_after_submitting_resumes_by_batch_id(write_config) -> None:
-    with ServerThread(FakeLLM(batch_delay_s=1.0, faults={"malformed": 0.1})) as server:
-        config = seeds_config(write_config, server.url, generator={"mode": "batch"})
+@pytest.mark.parametrize("moment", ["in_flight", "creating", "ingesting"])
+def test_a_batch_run_killed_at_any_moment_resumes_without_paying_twice(
+    write_config, moment
+) -> None:
+    """SIGKILL while a batch is in flight, while it is being created (the kill came before
+    its id was written down), or while its answers are being judged; the same command then
+    finishes the run. Each side's count: no batch made twice from one input file, no
+    request answered twice, no output file fetched twice, every answer settled once."""
+    big = moment == "ingesting"  # enough answers that judging them takes a while
+    settings = SimulatorSettings(
+        time_scale=60.0, latency_s=1.0,
+        batch=BatchSettings(validate_s=60.0, finalize_s=6.0, rpm=600_000),
+    )  # fmt: skip
+    with RunningSimulator(settings) as server:
+        config = seeds_config(
+            write_config, server.url, generator={"mode": "batch", "max_tokens": 2048},
+            generation={"targets": {"sts": 1500} if big else dict(SMALL_TARGETS)},
+            quality={"language_check": big, "gate_processes": 2},
+        )  # fmt: skip
         run = run_dir(config)
         process = start_seeds(config)
-        batches = run / "batches.jsonl"
-
-        def generation_batch_submitted() -> bool:
-            rows = read_jsonl(batches)
-            return any(r["state"] == "submitted" and r["items"][0]["kind"] == "generate"
-                       for r in rows)  # fmt: skip
-
-        wait_for(generation_batch_submitted)
+        wait_for(lambda: journal_has(run, "downloaded" if big else "submitted"))
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
-        pending = [r for r in read_jsonl(batches) if r["state"] == "submitted"][-1]
-        created_before = list(server.fake.batches_created)
+        assert not journal_has(run, "ingested")
+        if moment == "creating":
+            lines = (run / "batches.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+            last = max(i for i, line in enumerate(lines) if '"state": "submitted"' in line)
+            (run / "batches.jsonl").write_text("".join(lines[:last]), encoding="utf-8")
+        made = len(server.simulator.batches.batches)
 
         process = start_seeds(config)
-        _, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
 
-        rows = read_jsonl(batches)
-        assert {"state": "ingested", "batch_id": pending["batch_id"]}.items() <= next(
-            r for r in rows if r["state"] == "ingested" and r["batch_id"] == pending["batch_id"]
-        ).items()
-        # no item of the interrupted batch was sent again in a new batch
-        sent = Counter(
-            json.loads(line)["custom_id"]
-            for batch_id in server.fake.batches_created
-            for line in server.fake.files[server.fake.batches[batch_id]["input_file_id"]]["data"]
-            .decode()
-            .splitlines()
-        )
-        assert all(sent[i["item_id"]] == 1 for i in pending["items"])
-        assert created_before == server.fake.batches_created[: len(created_before)]
-        after = records(run)
-        assert Counter(r["task_type"] for r in after) == Counter(SMALL_TARGETS)
-        check_records(after)
+        simulator = server.simulator
+        batches = list(simulator.batches.batches.values())
+        per_file = Counter(b["input_file_id"] for b in batches if b["status"] != "failed")
+        assert max(per_file.values()) == 1, "a batch was made twice from one input file"
+        if moment == "creating":
+            assert len(batches) >= made  # the one in flight was found, not made again
+        answered = Counter(simulator.batches.answered)
+        assert max(answered.values()) == 1, "a request was answered (paid for) twice"
+        outputs = sum(bool(b.get(k)) for b in batches for k in ("output_file_id", "error_file_id"))
+        assert simulator.control["GET /files/{file}/content 200"] == outputs
+        settled = Counter(
+            x["item_id"] for x in read_jsonl(run / "ledger.jsonl")
+            if x["outcome"] in ("accepted", "rejected")
+        )  # fmt: skip
+        assert set(settled) == set(answered) and max(settled.values()) == 1
+        check_records(records(run))
         check_ledger_adds_up(run)
+        assert run_json(run)["complete"]
 
 
 @pytest.mark.slow

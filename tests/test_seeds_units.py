@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import TASK_TYPES
+from kit.config import TASK_TYPES, GeneratorSection
 from kit.retry import backoff_delay
-from seeds.client import ResponseFormats, TokenBucket, retry_after_seconds
+from seeds.batch_files import Splitter
+from seeds.client import ResponseFormats, retry_after_seconds
 from seeds.languages import HIGH_RESOURCE, XLMR_LANGUAGES, LanguageSampler, language_weights
+from seeds.pacing import Pacer, admission_tokens, parse_duration
 from seeds.parsing import (
     Rejection,
     dedup_key,
@@ -286,15 +288,86 @@ def test_torn_last_line_is_cut_and_skipped(tmp_path: Path) -> None:
     assert not cut_torn_tail(path)
 
 
-def test_per_minute_limit_waits_once_the_allowance_is_spent() -> None:
-    async def spend() -> float:
-        bucket = TokenBucket(600)  # 10 per second, a minute's allowance up front
-        await bucket.take(600)
-        started = time.monotonic()
-        await bucket.take(5)
-        return time.monotonic() - started
+def test_a_request_costs_what_the_server_charges_when_it_admits_it() -> None:
+    assert admission_tokens("x" * 400, 2048) == 2048  # max_tokens counts in full
+    assert admission_tokens("x" * 40_001, 256) == 10_001  # or the prompt, when larger
 
-    assert 0.45 <= asyncio.run(spend()) < 2.0
+
+def test_reset_headers_parse_as_openai_writes_them() -> None:
+    assert parse_duration("20ms") == pytest.approx(0.02)
+    assert parse_duration("1.5s") == 1.5
+    assert parse_duration("6m0s") == 360.0
+    assert parse_duration("1h2m3s") == 3723.0
+    assert parse_duration("soon") is None
+
+
+def test_the_pacer_follows_the_headers() -> None:
+    async def follow() -> Pacer:
+        pacer = Pacer(6000, 0)  # configured: 6,000 requests a minute
+        ticket = await pacer.admit(10)
+        pacer.observe(
+            {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "3",
+             "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"},
+            ticket,
+        )  # fmt: skip
+        return pacer
+
+    pacer = asyncio.run(follow())
+    assert pacer.requests.per_minute == 600  # a lower limit in the headers wins
+    assert pacer.tokens.per_minute == 90_000  # learned: none was configured
+    assert pacer.requests.level <= 3.5  # no more than the server says is left
+    assert Pacer(600, 0).requests.level > 0  # a configured limit starts with its allowance
+    learned = Pacer(0, 0)
+    learned.observe({"x-ratelimit-limit-requests": "600"}, asyncio.run(learned.admit(1)))
+    assert learned.requests.level <= 0.0  # a learned one starts empty
+
+
+def test_429s_that_come_together_pause_every_worker_once() -> None:
+    async def storm() -> tuple[int, list[float]]:
+        pacer = Pacer(0, 0)
+        started = time.monotonic()
+        for _ in range(5):
+            pacer.rate_limited(0.2)
+        admitted = await asyncio.gather(*(pacer.admit(1) for _ in range(8)))
+        return pacer.pauses, [ticket.at - started for ticket in admitted]
+
+    pauses, times = asyncio.run(storm())
+    assert pauses == 1
+    assert min(times) >= 0.2  # no worker went before the pause ended
+
+
+def test_batch_files_split_at_50000_requests_and_at_the_byte_limit() -> None:
+    settings = GeneratorSection()
+    assert settings.batch_max_requests == 50_000
+    assert settings.batch_max_bytes == 190 * 2**20 < 200 * 10**6  # under 200 MB either way
+
+    def files(sizes: list[int]) -> list[int]:
+        splitter = Splitter(settings.batch_max_requests, settings.batch_max_bytes)
+        counts: list[int] = []
+        for size in sizes:
+            if splitter.starts_new_file(size):
+                counts.append(0)
+            counts[-1] += 1
+        return counts
+
+    assert files([1_300] * 120_001) == [50_000, 50_000, 20_001]  # 507,000 at paper scale
+    big = 4 * 2**20  # 4 MiB requests: the byte limit binds first
+    assert files([big] * 100) == [47, 47, 6]
+    assert all(n * big <= settings.batch_max_bytes for n in files([big] * 100))
+    with pytest.raises(Exception, match="batch_max_bytes = 199,229,440 is less than one request"):
+        files([settings.batch_max_bytes + 1])
+
+
+def test_each_mode_has_its_price() -> None:
+    live = GeneratorSection(price_prompt_per_1k=2.5, price_completion_per_1k=10.0)
+    assert live.prices() == (2.5, 10.0)
+    batch = GeneratorSection(mode="batch", price_prompt_per_1k=2.5, price_completion_per_1k=10.0)
+    assert batch.prices() == (1.25, 5.0)  # half, when no batch price is set
+    priced = GeneratorSection(
+        mode="batch", price_prompt_per_1k=2.5, batch_price_prompt_per_1k=1.0,
+        price_completion_per_1k=10.0, batch_price_completion_per_1k=0.0,
+    )  # fmt: skip
+    assert priced.prices() == (1.0, 0.0)
 
 
 def test_a_language_subset_keeps_the_mix_among_its_languages() -> None:

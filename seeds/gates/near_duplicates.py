@@ -75,7 +75,7 @@ class NearDuplicateIndex:
             return []
         kept = []
         for signature in signatures(rows, self.permutations):
-            keys = [band.tobytes() for band in np.split(signature, self.bands)]
+            keys = [band.tobytes() for band in signature.reshape(self.bands, -1)]
             buckets = (self._buckets[band].get(key, ()) for band, key in enumerate(keys))
             candidates = {kept_row for bucket in buckets for kept_row in bucket}
             if any(self._similarity(signature, i) >= self.threshold for i in candidates):
