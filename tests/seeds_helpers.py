@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kit.cli import run_stage
 from kit.config import TASK_TYPES
 from kit.schema import RAW_SCHEMA_VERSION
+from seeds.__main__ import add_arguments
 from seeds.parsing import dedup_key
 from seeds.store import read_jsonl
 from seeds.templates import load_templates
@@ -125,3 +127,10 @@ def check_ledger_adds_up(run: Path) -> None:
 
 def read_jsonl_dir(folder: Path) -> list[dict[str, Any]]:
     return [r for path in sorted(folder.glob("shard-*.jsonl")) for r in read_jsonl(path)]
+
+
+def seeds(config: Path) -> int:
+    """The seeds stage as ``python -m seeds --config CONFIG --no-progress`` runs it."""
+    return run_stage(
+        "seeds", "seeds.main:main", ["--config", str(config), "--no-progress"], add_arguments
+    )

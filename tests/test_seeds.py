@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.cli import run_stage
 from kit.schema import RAW_SCHEMA_VERSION
-from seeds.__main__ import add_arguments
 from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
     API_KEY,
@@ -24,6 +22,7 @@ from tests.seeds_helpers import (
     records,
     run_dir,
     run_json,
+    seeds,
     seeds_config,
 )
 
@@ -47,12 +46,6 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThrea
     yield start
     for server in started:
         server.__exit__(None, None, None)
-
-
-def seeds(config: Path) -> int:
-    return run_stage(
-        "seeds", "seeds.main:main", ["--config", str(config), "--no-progress"], add_arguments
-    )
 
 
 def no_secret_in(run: Path) -> None:

@@ -28,6 +28,7 @@ from tests.seeds_helpers import (
     records,
     run_dir,
     run_json,
+    seeds,
     seeds_config,
 )
 
@@ -58,12 +59,6 @@ def simulate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., RunningS
     yield start
     for server in started:
         server.__exit__(None, None, None)
-
-
-def seeds(config: Path) -> int:
-    return run_stage(
-        "seeds", STAGE, ["--config", str(config), "--no-progress"], add_arguments
-    )
 
 
 def config_for(write_config, server: RunningSimulator, **generator: object) -> Path:
