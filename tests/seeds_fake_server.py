@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from seeds.simulator.http import Request, Response, connection_handler
+from seeds.simulator.http import Request, Response, serve_forever
 from seeds.simulator.http import ServerThread as HttpServerThread
 from seeds.simulator.server import parse_multipart
 
@@ -289,18 +289,9 @@ class ServerThread(HttpServerThread):
         super().__init__(fake.handle)
 
 
-async def _serve_forever(fake: FakeLLM, port: int) -> None:
-    server = await asyncio.start_server(
-        connection_handler(fake.handle), "127.0.0.1", port, backlog=4096
-    )
-    print(f"ready http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.2)
     args = parser.parse_args()
-    asyncio.run(_serve_forever(FakeLLM(latency_s=args.latency), args.port))
+    asyncio.run(serve_forever(FakeLLM(latency_s=args.latency).handle, args.port))

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from seeds.simulator.batches import BatchSettings
-from seeds.simulator.http import connection_handler
+from seeds.simulator.http import serve_forever
 from seeds.simulator.server import Simulator, SimulatorSettings
 
 HELP = {
@@ -61,15 +61,6 @@ def settings_from(args: argparse.Namespace) -> SimulatorSettings:
     return SimulatorSettings(**{name: values[name] for name in names}, batch=batch)
 
 
-async def serve(simulator: Simulator, port: int) -> None:
-    server = await asyncio.start_server(
-        connection_handler(simulator.handle), "127.0.0.1", port, backlog=4096
-    )
-    print(f"ready http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m seeds.simulator", description=__doc__)
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
@@ -80,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     simulator = Simulator(settings_from(args), args.data_dir)
     try:
-        asyncio.run(serve(simulator, args.port))
+        asyncio.run(serve_forever(simulator.handle, args.port))
     except KeyboardInterrupt:
         pass
     finally:

@@ -102,6 +102,24 @@ def connection_handler(
     return serve
 
 
+async def start_server(handle: Handler, port: int = 0) -> asyncio.Server:
+    return await asyncio.start_server(connection_handler(handle), "127.0.0.1", port, backlog=4096)
+
+
+def base_url(server: asyncio.Server) -> str:
+    """The OpenAI-style base URL of a server started by ``start_server``."""
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+
+
+async def serve_forever(handle: Handler, port: int = 0) -> None:
+    """Serve ``handle`` in this process until interrupted; the first line printed names
+    the address (``ready <base url>``), which a parent process waits for."""
+    server = await start_server(handle, port)
+    print(f"ready {base_url(server)}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
 class ServerThread:
     """Serves ``handle`` on 127.0.0.1 from a background thread (tests, benchmarks);
     ``url`` is the OpenAI-style base URL, ending in ``/v1``."""
@@ -116,12 +134,8 @@ class ServerThread:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(
-                connection_handler(self.handle), "127.0.0.1", self.port, backlog=4096
-            )
-        )
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        server = self.loop.run_until_complete(start_server(self.handle, self.port))
+        self.url = base_url(server)
         self.ready.set()
         self.loop.run_forever()
         server.close()
