@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 import numpy as np
@@ -26,6 +26,7 @@ from kit.artifacts import RunSummary
 from kit.decontamination import MIN_WORDS, EvaluationNgrams
 from kit.schema import (
     CONFIG_NAMES,
+    CORPUS_CONFIG,
     GATES,
     ROLES,
     SPLITS,
@@ -48,6 +49,9 @@ DESCRIPTION = (
     "the paper's task types, many languages, one example per brainstormed task."
 )
 HOMEPAGE = "https://arxiv.org/abs/2401.00368"
+if TYPE_CHECKING:
+    from dataset_builder.corpus import CorpusExport
+
 TEMPLATE = Path(__file__).with_name("card_template.md")
 
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification"]
@@ -77,6 +81,7 @@ class CardInputs:
     plots: list[str]
     ngrams: EvaluationNgrams | None = None
     mined: MinedNegatives | None = None
+    corpus: CorpusExport | None = None
 
 
 def size_category(rows: int) -> str:
@@ -112,10 +117,13 @@ def card_data(inputs: CardInputs) -> DatasetCardData:
     )
     splits = {name: published_splits(inputs.infos[name]) for name in CONFIG_NAMES}
     published = [name for name in CONFIG_NAMES if splits[name]]
-    MetadataConfigs(
-        {name: {"data_files": data_files(name, splits[name])} for name in published}
-    ).to_dataset_card_data(data)
+    configs = {name: {"data_files": data_files(name, splits[name])} for name in published}
     infos = {name: inputs.infos[name].copy() for name in published}
+    if inputs.corpus is not None and inputs.corpus.documents:
+        configs[CORPUS_CONFIG] = {"data_files": data_files(CORPUS_CONFIG, ["train"])}
+        infos[CORPUS_CONFIG] = inputs.corpus.info.copy()
+        splits[CORPUS_CONFIG] = ["train"]
+    MetadataConfigs(configs).to_dataset_card_data(data)
     for name, info in infos.items():
         info.splits = datasets.SplitDict(
             {split: info.splits[split] for split in splits[name]}, dataset_name=info.dataset_name
@@ -146,6 +154,29 @@ def _config_rows(inputs: CardInputs) -> list[list[Any]]:
             [f"`{name}`", task_type, columns, *(_rows(inputs, name, split) for split in SPLITS)]
         )
     return rows
+
+
+def _corpus_facts(inputs: CardInputs) -> dict[str, Any] | None:
+    """The corpus section: source, licence and attribution as the run recorded them, what
+    was published, and how many rows are grounded in it."""
+    corpus = inputs.corpus
+    if corpus is None:
+        return None
+    source = corpus.source
+    grounded = sum(corpus.grounded.values())
+    return {
+        "source": code(source.get("source", "?")),
+        "documents": source.get("documents", 0),
+        "published": corpus.documents,
+        "sha256": source.get("sha256", ""),
+        "languages": ", ".join(f"{k} {n}" for k, n in source.get("languages", {}).items()),
+        "license": source.get("license") or "not stated in the config",
+        "attribution": " ".join(str(source.get("attribution", "")).split()),
+        "contaminated": sorted(corpus.contaminated.items()),
+        "grounded": grounded,
+        "grounded_percent": f"{grounded / max(inputs.scan.accepted, 1):.0%}",
+        "by_type": sorted(corpus.grounded.items()),
+    }
 
 
 def _run_facts(run: RunSummary) -> dict[str, Any]:
@@ -290,4 +321,5 @@ def render_card(inputs: CardInputs) -> DatasetCard:
         english_percent=f"{scan.stats.by_language['en'] / max(scan.accepted, 1):.0%}",
         near_duplicates=switches.get("near_duplicates"),
         citation=CITATION,
+        corpus=_corpus_facts(inputs),
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dataset_builder.card import CardInputs, render_card
+from dataset_builder.corpus import write_corpus
 from dataset_builder.hard_negatives import MinedNegatives, mine
 from dataset_builder.parquet import write_parquet
 from dataset_builder.plots import write_plots
@@ -161,6 +162,7 @@ def _write_repo(
     fraction, mining = config.dataset.validation_fraction, config.dataset.hard_negatives
     mined = mine(mining, scan, fraction, config.layout.mining_cache_dir) if mining.active else None
     infos = write_parquet(scan, repo_dir, fraction, config.dataset.max_shard_rows, mined)
+    corpus = write_corpus(run_dir, run, repo_dir, ngrams)
     plots = write_plots(scan.stats, repo_dir)
     inputs = CardInputs(
         repo_id=config.hub.repo_id("dataset"),
@@ -175,6 +177,7 @@ def _write_repo(
         plots=plots,
         ngrams=ngrams,
         mined=mined,
+        corpus=corpus,
     )
     render_card(inputs).save(repo_dir / "README.md")
     files = {

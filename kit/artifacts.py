@@ -115,6 +115,12 @@ class RunSummary:
     gates: dict[str, bool] | None = None
     targets: dict[str, int] = field(default_factory=dict)
     seed: int = 0
+    # The documents corpus-grounded rows were written about (``seeds.corpus.Corpus.summary``:
+    # source, documents, sha256, languages, license, attribution, and the snapshot file the
+    # dataset publishes as its corpus config); None: every row was written from scratch.
+    corpus: dict[str, Any] | None = None
+    # Accepted corpus-grounded rows per task type (a part of ``accepted``).
+    corpus_grounded: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
 

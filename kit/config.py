@@ -21,7 +21,7 @@ from typing import Any
 
 from kit.bundled import BUNDLED_PREFIX, GEMMA_NAME, BundledModelError, check_model_reference
 from kit.evalsets import EvalSetError, LocalTask, RegistryTask, check_shape, resolve_path
-from kit.schema import TASK_TYPES
+from kit.schema import GROUNDED_TYPES, TASK_TYPES
 
 REPO_KINDS = ("dataset", "model", "space")
 # The file types llama.cpp's converter writes (``--outtype``).
@@ -32,6 +32,10 @@ AUTO_DEEPSPEED = {
     stage: Path(__file__).resolve().parent.parent / "configs" / "deepspeed" / f"zero{stage}.json"
     for stage in (2, 3)
 }
+
+
+# Tokens of a corpus prompt besides its document (instructions and chat framing), generously.
+CORPUS_PROMPT_TOKENS = 320
 
 
 class ConfigError(ValueError):
@@ -134,6 +138,43 @@ class GeneratorSection:
 
 
 @dataclass(frozen=True)
+class CorpusSection:
+    """``[generation.corpus]``: documents the generator writes rows about (corpus-grounded
+    synthesis). Each row's positive is the document itself, so the rows teach the model the
+    user's own documents; ``targets`` says how many rows of each grounded type to keep."""
+
+    # A local folder or file of .txt (one document per file), .jsonl(.gz) or .parquet files
+    # (one document per row), or ``hub_dataset``: a Hub dataset id read with load_dataset.
+    path: str = ""
+    hub_dataset: str = ""
+    hub_split: str = "train"
+    text_column: str = "text"
+    # Optional columns: a row without an id gets its file and row number, one without a
+    # language gets the one py3langid finds.
+    id_column: str = "id"
+    title_column: str = "title"
+    language_column: str = "language"
+    targets: dict[str, int] = field(default_factory=dict)
+    # The hard negative of a retrieval row: written by the generator, or the nearest other
+    # document that the judge says answers the query worse (needs quality.judge).
+    negatives: str = _choice("written", "neighbour", default="written")
+    # The consistency gate keeps a row whose document ranks in the top k for its query.
+    gate_top_k: int = _ranged(10, 1, 1000)
+    # "bm25" (bm25s), or a sentence-transformers model (folder or Hub id) to rank with.
+    ranker: str = "bm25"
+    # Longer documents are refused before anything is asked: the prompt must leave room for
+    # the answer in the generator's context.
+    max_document_tokens: int = _ranged(1024, 16, 131072)
+    # Where the corpus comes from, for the dataset card (its rows carry corpus text).
+    license: str = ""
+    attribution: str = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.path or self.hub_dataset) and any(self.targets.values())
+
+
+@dataclass(frozen=True)
 class GenerationSection:
     """What to generate: mix, sizes, budget."""
 
@@ -162,6 +203,7 @@ class GenerationSection:
     budget_tokens: int = _ranged(0, 0, None)
     budget_usd: float = _ranged(0.0, 0.0, None)
     max_requests_per_target: float = _ranged(3.0, 1.0, 100.0)
+    corpus: CorpusSection = field(default_factory=CorpusSection)
 
 
 @dataclass(frozen=True)
@@ -184,6 +226,9 @@ class QualitySection:
     # Ask the generator whether the positive fits the query better than the negative.
     judge: bool = False
     judge_action: str = _choice("drop", "swap", default="drop")
+    # Corpus-grounded rows: keep one only if its document ranks in generation.corpus.gate_top_k
+    # for its query among the whole corpus.
+    consistency_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -511,6 +556,7 @@ def _validate_cross_fields(source: str, config: Config) -> None:
             f"{source}: generator.mode = 'batch': a {generator.server} server has no Batch "
             "API; use mode = 'live'"
         )
+    _validate_corpus(source, config)
     if config.generation.min_chars > config.generation.max_chars:
         raise ConfigError(f"{source}: generation.min_chars must be <= generation.max_chars")
     if config.training.batch_size % config.training.mini_batch_size:
@@ -549,6 +595,37 @@ def _validate_cross_fields(source: str, config: Config) -> None:
         looks_local = extra.path.startswith((".", "/", "~")) or extra.path.count("/") > 1
         if looks_local and not resolve_path(extra.path).is_dir():
             raise ConfigError(f"{where}: not a folder: {extra.path}")
+
+
+def _validate_corpus(source: str, config: Config) -> None:
+    corpus = config.generation.corpus
+    where = f"{source}: generation.corpus"
+    unknown = sorted(set(corpus.targets) - set(GROUNDED_TYPES))
+    if unknown:
+        raise ConfigError(
+            f"{where}.targets.{unknown[0]}: a corpus grounds only {', '.join(GROUNDED_TYPES)}"
+        )
+    if any(n < 0 for n in corpus.targets.values()):
+        raise ConfigError(f"{where}.targets: every target must be >= 0")
+    if corpus.path and corpus.hub_dataset:
+        raise ConfigError(f"{where}: give path or hub_dataset, not both")
+    if any(corpus.targets.values()) and not (corpus.path or corpus.hub_dataset):
+        raise ConfigError(f"{where}.targets: name the documents in path or hub_dataset")
+    if corpus.path and not resolve_path(corpus.path).exists():
+        raise ConfigError(f"{where}.path: not found: {corpus.path}")
+    if corpus.active and corpus.negatives == "neighbour" and not config.quality.judge:
+        raise ConfigError(
+            f"{where}.negatives = 'neighbour' takes the judge's word that the neighbour does "
+            "not answer the query: set quality.judge = true"
+        )
+    generator = config.generator
+    room = generator.local_context - generator.max_tokens - CORPUS_PROMPT_TOKENS
+    if corpus.active and generator.backend == "local" and corpus.max_document_tokens > room:
+        raise ConfigError(
+            f"{where}.max_document_tokens = {corpus.max_document_tokens}: the local "
+            f"generator's context ({generator.local_context} tokens) leaves {room} for a "
+            f"document after the prompt and max_tokens ({generator.max_tokens})"
+        )
 
 
 def _validate_gguf_types(source: str, types: list[str]) -> None:

@@ -59,6 +59,9 @@ class TaskType:
     symmetric: bool
     fields: tuple[TextField, ...]
     rules: tuple[Repeat, ...] = ()
+    # The field a corpus document fills in a corpus-grounded row (``None``: the type is
+    # only written from scratch): the positive of a retrieval row, the first sentence of STS.
+    document_field: str | None = None
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -116,6 +119,7 @@ TASK_TABLE: dict[str, TaskType] = {
                 Repeat("user_query", ("positive_document",), "query_in_positive",
                        gated=True, inside=4),
             ),
+            "positive_document",
         ),
         TaskType(
             "long_short", "classification", False,
@@ -131,8 +135,9 @@ TASK_TABLE: dict[str, TaskType] = {
             ),
         ),
         TaskType("short_short", "short_short", False, _MATCHING, _MATCHING_DIFFER),
-        TaskType("long_long", "long_long", False, _MATCHING, _MATCHING_DIFFER),
-        TaskType("sts", "sts", True, _SENTENCES, _SENTENCES_DIFFER),
+        TaskType("long_long", "long_long", False, _MATCHING, _MATCHING_DIFFER,
+                 "positive_document"),
+        TaskType("sts", "sts", True, _SENTENCES, _SENTENCES_DIFFER, "S1"),
         TaskType(
             "bitext", "bitext", True,
             (
@@ -147,6 +152,8 @@ TASK_TABLE: dict[str, TaskType] = {
 
 TASK_TYPES = tuple(TASK_TABLE)
 ASYMMETRIC_TYPES = tuple(t.name for t in TASK_TABLE.values() if not t.symmetric)
+# Types a corpus document can ground (``[generation.corpus] targets``).
+GROUNDED_TYPES = tuple(t.name for t in TASK_TABLE.values() if t.document_field is not None)
 
 
 def cross_lingual_types() -> list[str]:
@@ -162,7 +169,8 @@ def example_fields() -> tuple[str, ...]:
 # The raw record: one JSON object per line of a seeds shard, its fields in the order seeds
 # writes them, with their kind. "text" is a non-empty string; "optional_text" a string or
 # null; "seeds" fields (usage, placeholders) are seeds' own and the dataset does not read them;
-# "example" holds the task type's fields and "quality" the gates' verdicts.
+# "example" holds the task type's fields and "quality" the gates' verdicts; "document_id"
+# names the corpus document a corpus-grounded row was written about (null: from scratch).
 RAW_RECORD: dict[str, str] = {
     "schema_version": "int",
     "id": "text",
@@ -178,6 +186,7 @@ RAW_RECORD: dict[str, str] = {
     "usage": "seeds",
     "example": "example",
     "quality": "quality",
+    "document_id": "optional_text",
 }
 
 
@@ -199,7 +208,12 @@ TYPE_CONFIGS: dict[str, str] = {t.config: t.name for t in TASK_TABLE.values()}
 UNIFIED_CONFIG = "default"
 CONFIG_NAMES = (*TYPE_CONFIGS, UNIFIED_CONFIG)
 SPLITS = ("train", "validation")
-PROVENANCE_COLUMNS = ("target_language", "generator_model", "template_id", "template_sha256")
+PROVENANCE_COLUMNS = (
+    "target_language", "generator_model", "template_id", "template_sha256", "document_id",
+)  # fmt: skip
+# The dataset config holding the documents corpus-grounded rows were written about.
+CORPUS_CONFIG = "corpus"
+CORPUS_COLUMNS = ("document_id", "title", "text", "language")
 # Extra negatives mined by the dataset stage; training reads every negative_* column.
 MINED_NEGATIVE_PREFIX = "negative_"
 # Task types with a query and a positive document, so negatives can be mined for them.
@@ -223,7 +237,8 @@ def config_columns(config_name: str, mined_negatives: int = 0) -> tuple[str, ...
         )  # fmt: skip
     task = next(t for t in TASK_TABLE.values() if t.config == config_name)
     languages = tuple(SIDES[side] for side in task.sides)
-    return ("id", "task_definition", *languages, *task.field_names)
+    grounded = ("document_id",) if task.document_field is not None else ()
+    return ("id", "task_definition", *languages, *task.field_names, *grounded)
 
 
 def features_for(config_name: str, mined_negatives: int = 0) -> datasets.Features:
@@ -256,6 +271,8 @@ GATES = (
     Gate("language_check", "language ID",
          ("wrong_language:", *(f"unverified_{language}" for language in SIDES.values()))),
     Gate("near_duplicates", "near-duplicates (MinHash)", ("near_duplicate",)),
+    Gate("consistency_check", "corpus consistency (document in the top k)",
+         ("not_in_top_k", "no_neighbour")),
     Gate("judge", "LLM judge", ("judge_rejected",)),
 )  # fmt: skip
 

@@ -28,7 +28,7 @@ import kit
 from kit.artifacts import PROVENANCE_FILE, RUN_SUMMARY_FILE
 from kit.bundled import bundled_identity
 from kit.config import AUTO_DEEPSPEED, Config, section_digest
-from kit.evalsets import data_fingerprint
+from kit.evalsets import data_fingerprint, resolve_path
 from kit.files import digest_files, sha256_file
 from kit.provenance import (
     Provenance,
@@ -44,6 +44,8 @@ OWN_PACKAGES = ("kit", "seeds", "dataset_builder", "training", "model_card", "sp
 # A dataset folder's files that hold its rows (a folder made elsewhere has no provenance).
 DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv", ".gz")
 HUB_DEFAULT_ENDPOINT = "https://huggingface.co"
+# The document files corpus mode reads (``seeds.corpus.SUFFIXES``; seeds is not imported here).
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,25 @@ def run_identity(run_dir: Path) -> str:
     return output_of(run_dir) or digest_files(run_dir, [p for p in files if p.is_file()])
 
 
+def corpus_identity(config: Config) -> str:
+    """The documents of corpus mode by content: a local file or folder by its document files,
+    a Hub dataset by its id and split."""
+    corpus = config.generation.corpus
+    if not corpus.active:
+        return ""
+    if corpus.hub_dataset:
+        return f"{corpus.hub_dataset}@{corpus.hub_split}"
+    root = resolve_path(corpus.path)
+    files = [root] if root.is_file() else [
+        p for p in root.rglob("*") if p.is_file() and p.name.endswith(CORPUS_SUFFIXES)
+    ]
+    return digest_files(root.parent if root.is_file() else root, files)
+
+
+def _seeds_inputs(config: Config) -> dict[str, Any]:
+    return {"corpus": corpus_identity(config)}
+
+
 def _dataset_inputs(config: Config) -> dict[str, Any]:
     dataset, mining = config.dataset, config.dataset.hard_negatives
     return {
@@ -299,7 +320,7 @@ STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
         StageSpec("seeds", ("generator", "generation", "quality"), "run_dir", (),
-                  lambda config: {}, "make generate"),
+                  _seeds_inputs, "make generate"),
         StageSpec("dataset_builder", ("dataset",), "dataset_dir", ("seeds",), _dataset_inputs,
                   "make dataset"),
         StageSpec("training", ("training",), "model_dir", ("dataset_builder",), _training_inputs,

@@ -31,7 +31,7 @@ from seeds.batch_api import CHAT_ENDPOINT, TERMINAL, BatchApi, batch_errors
 from seeds.batch_files import Splitter, read_manifest, write_round
 from seeds.client import Completion, Endpoint
 from seeds.engine import BRAINSTORM_ROUNDS, SeedRun
-from seeds.plan import WorkItem, generation_item, slot_of
+from seeds.plan import WorkItem, lane_of, slot_of
 from seeds.store import read_jsonl, utc_now
 
 log = logging.getLogger("seeds")
@@ -120,7 +120,7 @@ class BatchRunner:
         then new ones, as far as the targets need and the budget covers."""
         run = self.run
         for item_id, item in list(self.requeue.items()):
-            if run.need(item.task_type) <= 0:
+            if run.need(lane_of(item_id)) <= 0:
                 del self.requeue[item_id]
                 continue
             item = self._rebuilt(item)
@@ -135,11 +135,8 @@ class BatchRunner:
 
     def _rebuilt(self, item: WorkItem) -> WorkItem:
         """The item with its prompt again (a pure function of its slot and task)."""
-        run = self.run
-        template = run.templates[item.task_type]
-        slot = slot_of(item.item_id)
         task = [item.task_definition] if item.task_definition else []
-        return generation_item(template, slot, run.gen.seed, run.sampler, task, 1.0)
+        return self.run.item_for(lane_of(item.item_id), slot_of(item.item_id), task)
 
     async def _round(self, items: Iterator[WorkItem], kind: str) -> int:
         """Write the items to input files and see every one of them through; the count."""

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from tqdm import tqdm
 
 from kit.artifacts import GeneratorInfo, RunSummary
 from kit.config import Config
-from kit.schema import TASK_TYPES, gates_on, raw_record
+from kit.schema import TASK_TABLE, TASK_TYPES, gates_on, raw_record
 from seeds.client import Completion
+from seeds.consistency import ConsistencyGate
+from seeds.corpus import Corpus
 from seeds.gates import Candidate, QualityGates, Verdict
 from seeds.judge import judge_item, load_judge_prompt, positive_wins, swapped
 from seeds.languages import LanguageSampler
 from seeds.parsing import (
     Rejection,
+    check_repeats,
     dedup_key,
     extract_json_object,
     parse_task_list,
@@ -27,21 +31,30 @@ from seeds.plan import (
     WorkItem,
     brainstorm_item,
     brainstorms_needed,
+    corpus_item,
     generation_item,
     generation_item_id,
+    grounded_text,
+    lane_of,
+    slot_of,
 )
 from seeds.store import RunStore, utc_now
-from seeds.templates import Template
+from seeds.templates import TASK_DEFINITION_KEY, Template, corpus_lane
 
 BRAINSTORM_ROUNDS = 3
 # Tokens the chat format adds to a prompt (a few per message, and the reply's start).
 PROMPT_FRAMING_TOKENS = 8
 
 
-def candidate(item: WorkItem, example: dict[str, str]) -> Candidate:
+def candidate(item: WorkItem, example: dict[str, str], given: dict[str, str]) -> Candidate:
+    """The row as the gates see it: what the corpus ``given`` is not the generator's text, so
+    it is neither gated nor part of the prompt a text must not echo."""
+    prompt = item.prompt
+    for text in given.values():
+        prompt = prompt.replace(text, "")
     return Candidate(
         item.task_type, example, item.placeholders, item.language or "", item.target_language,
-        item.prompt,
+        prompt, lane_of(item.item_id), tuple(given),
     )  # fmt: skip
 
 
@@ -57,6 +70,8 @@ class SeedRun:
         bundled_small_model: bool,
         gates: QualityGates,
         progress: bool = True,
+        corpus: Corpus | None = None,
+        consistency: ConsistencyGate | None = None,
     ) -> None:
         self.config = config
         self.gen = config.generation
@@ -67,12 +82,17 @@ class SeedRun:
         self.gates = gates
         self.judge_prompt = load_judge_prompt() if config.quality.judge else None
         self.sampler = LanguageSampler(self.gen.languages, self.gen.language_subset)
+        self.corpus = corpus
+        self.consistency = consistency
+        # Lanes: each task type written from scratch, and each grounded type of the corpus.
         self.targets = {t: self.gen.targets.get(t, 0) for t in TASK_TYPES}
+        if corpus is not None:
+            self.targets |= {corpus_lane(t): n for t, n in self.gen.corpus.targets.items()}
         self.caps = {
             t: math.ceil(n * self.gen.max_requests_per_target) for t, n in self.targets.items()
         }
-        self.inflight = dict.fromkeys(TASK_TYPES, 0)
-        self.next_slot = dict.fromkeys(TASK_TYPES, 0)
+        self.inflight = dict.fromkeys(self.targets, 0)
+        self.next_slot = dict.fromkeys(self.targets, 0)
         self.tried_this_session: set[str] = set()
         self.stopped_reason: str | None = None
         self.prices = config.generator.prices()
@@ -84,7 +104,7 @@ class SeedRun:
         self.short_left: float = 0  # had left (reserves aside) when it did
         self.bar = tqdm(
             total=sum(self.targets.values()),
-            initial=sum(min(store.totals.accepted[t], n) for t, n in self.targets.items()),
+            initial=sum(min(store.totals.lanes[t], n) for t, n in self.targets.items()),
             desc="seeds",
             unit="ex",
             disable=not progress,
@@ -214,46 +234,45 @@ class SeedRun:
             self._ledger(item, completion, "rejected", rejection.reason)
 
     # ---- generation scheduling -----------------------------------------------------------
-    def need(self, task_type: str) -> int:
-        accepted = self.store.totals.accepted[task_type]
-        return self.targets[task_type] - accepted - self.inflight[task_type]
+    def need(self, lane: str) -> int:
+        return self.targets.get(lane, 0) - self.store.totals.lanes[lane] - self.inflight[lane]
 
-    def _has_tasks(self, task_type: str) -> bool:
-        return not self.templates[task_type].asymmetric or bool(
-            self.store.task_pools.get(task_type)
-        )
+    def _has_tasks(self, lane: str) -> bool:
+        return not self.templates[lane].asymmetric or bool(self.store.task_pools.get(lane))
 
-    def _free_slot(self, task_type: str) -> int | None:
-        slot = self.next_slot[task_type]
-        while slot < self.caps[task_type]:
-            item_id = generation_item_id(task_type, slot)
+    def _free_slot(self, lane: str) -> int | None:
+        slot = self.next_slot[lane]
+        while slot < self.caps[lane]:
+            item_id = generation_item_id(lane, slot)
             if item_id not in self.store.finished_ids and item_id not in self.tried_this_session:
-                self.next_slot[task_type] = slot
+                self.next_slot[lane] = slot
                 return slot
             slot += 1
-        self.next_slot[task_type] = slot
+        self.next_slot[lane] = slot
         return None
 
+    def item_for(self, lane: str, slot: int, tasks: list[str] | None = None) -> WorkItem:
+        """The request of a lane's slot (``tasks``: the pool to draw the definition from)."""
+        template = self.templates[lane]
+        if self.corpus is not None and lane != template.task_type:
+            return corpus_item(template, slot, self.gen.seed, self.corpus)
+        pool = self.store.task_pools.get(lane, []) if tasks is None else tasks
+        per_task = self.gen.examples_per_task if tasks is None else 1.0
+        return generation_item(template, slot, self.gen.seed, self.sampler, pool, per_task)
+
     def next_generation_item(self) -> WorkItem | None:
-        """The type furthest behind its target gets the next slot, so a stop keeps the mix."""
+        """The lane furthest behind its target gets the next slot, so a stop keeps the mix."""
         if not self.may_start_request():
             return None
-        candidates = [t for t in TASK_TYPES if self.need(t) > 0 and self._has_tasks(t)]
+        candidates = [t for t in self.targets if self.need(t) > 0 and self._has_tasks(t)]
         candidates.sort(
-            key=lambda t: (self.store.totals.accepted[t] + self.inflight[t]) / self.targets[t]
+            key=lambda t: (self.store.totals.lanes[t] + self.inflight[t]) / self.targets[t]
         )
-        for task_type in candidates:
-            slot = self._free_slot(task_type)
+        for lane in candidates:
+            slot = self._free_slot(lane)
             if slot is None:
                 continue
-            item = generation_item(
-                self.templates[task_type],
-                slot,
-                self.gen.seed,
-                self.sampler,
-                self.store.task_pools.get(task_type, []),
-                self.gen.examples_per_task,
-            )
+            item = self.item_for(lane, slot)
             if not self.reserve(item):
                 self.out_of_budget()
                 return None  # asked again once a request in flight frees its reserve
@@ -262,11 +281,11 @@ class SeedRun:
         return None
 
     def started(self, item: WorkItem) -> None:
-        self.inflight[item.task_type] += 1
+        self.inflight[lane_of(item.item_id)] += 1
         self._refresh()
 
     def finished(self, item: WorkItem) -> None:
-        self.inflight[item.task_type] -= 1
+        self.inflight[lane_of(item.item_id)] -= 1
         self.release(item.item_id)
         self._refresh()
 
@@ -285,29 +304,77 @@ class SeedRun:
     ) -> list[bool | WorkItem]:
         """``handle_generation`` for many answers at once, in order: a Batch API output file
         is gated in large batches (and on several processes) instead of one row per call."""
-        examples = [self._parsed(item, completion) for item, completion in answers]
-        parsed = [index for index, example in enumerate(examples) if example is not None]
-        verdicts = self.gates.inspect([candidate(answers[i][0], examples[i]) for i in parsed])
         outcomes: list[bool | WorkItem] = [False] * len(answers)
-        for index, verdict in zip(parsed, verdicts, strict=True):
-            item, completion = answers[index]
-            outcomes[index] = self._settle(item, completion, examples[index], verdict)
+        rows = []
+        for index, (item, completion) in enumerate(answers):
+            parsed = self._parsed(item, completion)
+            if parsed is not None:
+                rows.append((index, *parsed))
+        if self.consistency is not None:
+            rows = self._consistent(answers, rows)
+        verdicts = self.gates.inspect([candidate(item, ex, given) for _, item, ex, given in rows])
+        for (index, item, example, _), verdict in zip(rows, verdicts, strict=True):
+            outcomes[index] = self._settle(item, answers[index][1], example, verdict)
         return outcomes
 
-    def _parsed(self, item: WorkItem, completion: Completion) -> dict[str, str] | None:
-        """The answer's example when it has the template's shape; None once rejected."""
+    def _parsed(
+        self, item: WorkItem, completion: Completion
+    ) -> tuple[WorkItem, dict[str, str], dict[str, str]] | None:
+        """The item (with the task definition a corpus answer names), the answer's example in
+        its type's fields, and what the corpus gave it; None once rejected."""
         try:
             if completion.finish_reason == "length":
                 raise Rejection("truncated")
-            return validate_example(
-                self.templates[item.task_type],
+            answer = validate_example(
+                self.templates[lane_of(item.item_id)],
                 extract_json_object(completion.text),
                 self.gen.min_chars,
                 self.gen.max_chars,
             )
+            if item.document_id is None:
+                return item, answer, {}
+            return self._grounded(item, answer)
         except Rejection as rejection:
             self._ledger(item, completion, "rejected", rejection.reason)
             return None
+
+    def _grounded(
+        self, item: WorkItem, answer: dict[str, str]
+    ) -> tuple[WorkItem, dict[str, str], dict[str, str]]:
+        """A corpus answer as a row of its type: the document (or its sentence) in its field,
+        the generator's fields in theirs; the negative stays empty until a neighbour fills it."""
+        assert self.corpus is not None
+        task = TASK_TABLE[item.task_type]
+        document = self.corpus.by_id(item.document_id or "")
+        text = grounded_text(item.task_type, document, slot_of(item.item_id), self.gen.seed)
+        given = {task.document_field or "": text}
+        definition = answer.pop(TASK_DEFINITION_KEY, None) or item.task_definition
+        example = {name: answer.get(name, given.get(name, "")) for name in task.field_names}
+        check_repeats(task, {k: v for k, v in example.items() if v}, gated=False)
+        return replace(item, task_definition=definition), example, given
+
+    def _consistent(
+        self,
+        answers: Sequence[tuple[WorkItem, Completion]],
+        rows: list[tuple[int, WorkItem, dict[str, str], dict[str, str]]],
+    ) -> list[tuple[int, WorkItem, dict[str, str], dict[str, str]]]:
+        """The consistency gate over the corpus rows of a batch, at once; a row whose negative
+        the corpus gives gets its nearest other document."""
+        assert self.consistency is not None
+        grounded = [row for row in rows if row[1].document_id is not None]
+        verdicts = self.consistency.check([(item, example) for _, item, example, _ in grounded])
+        kept_ids = set()
+        for (index, item, example, given), verdict in zip(grounded, verdicts, strict=True):
+            if verdict.reason is not None:
+                record = self.record(item, self.templates[lane_of(item.item_id)],
+                                     answers[index][1], example, {})  # fmt: skip
+                self.store.reject(record, verdict.reason)
+                self._ledger(item, answers[index][1], "rejected", verdict.reason)
+                continue
+            example.update(verdict.filled)
+            given.update(verdict.filled)
+            kept_ids.add(index)
+        return [row for row in rows if row[1].document_id is None or row[0] in kept_ids]
 
     def _settle(
         self, item: WorkItem, completion: Completion, example: dict[str, str], verdict: Verdict
@@ -316,7 +383,7 @@ class SeedRun:
         if self.store.is_duplicate(key):
             self._ledger(item, completion, "rejected", "duplicate")
             return False
-        record = self.record(item, self.templates[item.task_type], completion, example,
+        record = self.record(item, self.templates[lane_of(item.item_id)], completion, example,
                              verdict.quality)  # fmt: skip
         reason = verdict.reason
         if reason is None and not self.gates.admit([list(example.values())])[0]:
@@ -415,6 +482,7 @@ class SeedRun:
                 },
                 "example": example,
                 "quality": quality,
+                "document_id": item.document_id,
             }
         )
 
@@ -463,7 +531,7 @@ class SeedRun:
 
     # ---- summary -------------------------------------------------------------------------
     def complete(self) -> bool:
-        return all(self.store.totals.accepted[t] >= n for t, n in self.targets.items())
+        return all(self.store.totals.lanes[t] >= n for t, n in self.targets.items())
 
     def summary(self) -> RunSummary:
         totals = self.store.totals
@@ -499,6 +567,10 @@ class SeedRun:
             finished_at=utc_now(),
             languages=dict(totals.languages.most_common()),
             seed=self.gen.seed,
+            corpus=self.corpus.summary() if self.corpus is not None else None,
+            corpus_grounded={
+                t: totals.lanes[corpus_lane(t)] for t in self.gen.corpus.targets
+            } if self.corpus is not None else {},
         )
 
     def close(self) -> None:

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kit.config import Config
+from seeds.corpus import Corpus
 from seeds.languages import LanguageSampler
 from seeds.pacing import admission_tokens
-from seeds.plan import brainstorm_item, brainstorms_needed, generation_item
-from seeds.templates import Template
+from seeds.plan import brainstorm_item, brainstorms_needed, corpus_item, generation_item
+from seeds.templates import Template, corpus_lane
 
 SAMPLE_SLOTS = 64
 SAMPLE_TASK = "Given a short question about household budgets, find expert answers for a beginner."
@@ -50,18 +51,25 @@ def _duration(minutes: float) -> str:
     return f"{minutes:,.0f} min" if minutes < 120 else f"{minutes / 60:,.1f} h"
 
 
-def estimate(config: Config, templates: dict[str, Template], run_dir: Path) -> Iterator[str]:
-    """The lines ``--estimate`` prints."""
+def estimate(
+    config: Config, templates: dict[str, Template], run_dir: Path, corpus: Corpus | None = None
+) -> Iterator[str]:
+    """The lines ``--estimate`` prints (prompts of corpus lanes carry their real documents)."""
     gen, generator = config.generation, config.generator
     sampler = LanguageSampler(gen.languages, gen.language_subset)
     requests = prompt_tokens = admitted = body_bytes = 0
     brainstorms = capped = 0
-    for task_type, target in gen.targets.items():
+    targets = dict(gen.targets)
+    if corpus is not None:
+        targets |= {corpus_lane(t): n for t, n in gen.corpus.targets.items()}
+    for lane, target in targets.items():
         if target <= 0:
             continue
-        template = templates[task_type]
+        template = templates[lane]
         prompts = [
-            generation_item(template, slot, gen.seed, sampler, [SAMPLE_TASK], 1.0).prompt
+            corpus_item(template, slot, gen.seed, corpus).prompt
+            if corpus is not None and lane != template.task_type
+            else generation_item(template, slot, gen.seed, sampler, [SAMPLE_TASK], 1.0).prompt
             for slot in range(SAMPLE_SLOTS)
         ]
         requests += target
@@ -85,6 +93,12 @@ def estimate(config: Config, templates: dict[str, Template], run_dir: Path) -> I
         return prompt_tokens / 1000 * prompt_price + completion / 1000 * completion_price
 
     yield f"estimate for {run_dir} ({generator.mode} mode, {generator.model}); nothing is sent"
+    if corpus is not None:
+        grounded = sum(gen.corpus.targets.values())
+        yield (
+            f"  corpus: {len(corpus.documents):,} documents from {corpus.source}; {grounded:,} "
+            "corpus-grounded rows asked for"
+        )
     yield (
         f"  requests: {total:,} ({requests:,} examples and {brainstorms:,} brainstorms) if "
         f"every answer is accepted; at most {capped + brainstorms:,} with "

@@ -21,6 +21,8 @@ from kit.schema import RAW_SCHEMA_VERSION
 from kit.staleness import StageRun
 from seeds.batch import run_batch
 from seeds.client import Endpoint, EndpointFatal
+from seeds.consistency import ConsistencyGate
+from seeds.corpus import Corpus, CorpusError, load_corpus
 from seeds.engine import SeedRun
 from seeds.estimate import estimate
 from seeds.gates import QualityGates
@@ -28,8 +30,14 @@ from seeds.languages import XLMR_LANGUAGES, LanguageSampler
 from seeds.live import run_live
 from seeds.local_server import BUNDLED_GENERATOR, llama_server, resolve_gguf
 from seeds.parsing import dedup_key
+from seeds.ranking import make_ranker
 from seeds.store import RunStore
-from seeds.templates import TemplateError, load_templates, restrict_placeholders
+from seeds.templates import (
+    TemplateError,
+    load_corpus_templates,
+    load_templates,
+    restrict_placeholders,
+)
 
 log = logging.getLogger("seeds")
 # Reasons a run stops for good: running again with the same settings asks for nothing more.
@@ -82,12 +90,16 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         raise StageError(f"generation.language_subset: {exc}") from None
     try:
         templates = restrict_placeholders(load_templates(), config.generation.placeholder_subsets)
-    except TemplateError as exc:
+        corpus = _corpus(config)
+        if corpus is not None:
+            templates |= load_corpus_templates(config.generation.corpus.negatives)
+    except (TemplateError, CorpusError) as exc:
         raise StageError(str(exc)) from None
     if getattr(args, "estimate", False):
-        print("\n".join(estimate(config, templates, run_dir)))
+        print("\n".join(estimate(config, templates, run_dir, corpus)))
         return
-    gates = QualityGates(config.quality, list(XLMR_LANGUAGES))
+    gates = QualityGates(config.quality, list(XLMR_LANGUAGES), templates)
+    consistency = _consistency_gate(config, corpus) if corpus is not None else None
     stage.begin()
     store = RunStore(run_dir)
     store.open(dedup_key, lambda rows: gates.admit([list(r["example"].values()) for r in rows]))
@@ -99,7 +111,11 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         bundled_small_model=bundled,
         gates=gates,
         progress=not getattr(args, "no_progress", False),
+        corpus=corpus,
+        consistency=consistency,
     )
+    if corpus is not None:
+        corpus.write_snapshot(run_dir)
     try:
         with ExitStack() as stack:
             base_url, api_key = _endpoint_address(config, stack, run_dir)
@@ -129,6 +145,28 @@ def main(config: Config, args: argparse.Namespace, stage: StageRun) -> None:
         _report(summary, run_dir, bundled)
     if run.stopped_reason == "interrupted":
         raise StageError(f"interrupted; run the same command again to resume {run_dir}")
+
+
+def _corpus(config: Config) -> Corpus | None:
+    """The checked documents of corpus mode, read before anything is written or asked."""
+    section = config.generation.corpus
+    if not section.active:
+        return None
+    corpus = load_corpus(section)
+    log.info("corpus: %d documents from %s (%s)", len(corpus.documents), corpus.source,
+             ", ".join(f"{k} {n}" for k, n in corpus.summary()["languages"].items()))  # fmt: skip
+    return corpus
+
+
+def _consistency_gate(config: Config, corpus: Corpus) -> ConsistencyGate | None:
+    section = config.generation.corpus
+    neighbours = section.negatives == "neighbour"
+    if not (config.quality.consistency_check or neighbours):
+        return None
+    log.info("ranking the corpus with %s for the consistency gate", section.ranker)
+    ranker = make_ranker(section.ranker, [doc.text for doc in corpus.documents])
+    return ConsistencyGate(corpus, ranker, section.gate_top_k, config.quality.consistency_check,
+                           neighbours)  # fmt: skip
 
 
 def run_content_digest(run_dir: Path, shards: list[Path], summary: RunSummary) -> str:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kit.schema import TASK_TABLE
-from seeds.languages import LanguageSampler, language_name
-from seeds.templates import Template, brainstorm_schema
+from seeds.corpus import Corpus, Document, sts_sentence
+from seeds.languages import XLMR_LANGUAGES, LanguageSampler, language_name
+from seeds.templates import Template, brainstorm_schema, corpus_lane
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class WorkItem:
     language: str | None = None
     target_language: str | None = None
     placeholders: dict[str, str] = field(default_factory=dict)
+    # The corpus document a corpus-grounded item is about (``None``: written from scratch).
+    document_id: str | None = None
 
 
 def brainstorms_needed(target: int, examples_per_task: float, tasks_per_brainstorm: int) -> int:
@@ -48,6 +51,11 @@ def brainstorm_item(template: Template, index: int, tasks_per_brainstorm: int) -
 
 def generation_item_id(task_type: str, slot: int) -> str:
     return f"{task_type}-{slot:07d}"
+
+
+def lane_of(item_id: str) -> str:
+    """The lane a generation item id names: a task type, or ``corpus_<type>``."""
+    return item_id.rsplit("-", 1)[0]
 
 
 def slot_of(item_id: str) -> int:
@@ -90,4 +98,32 @@ def generation_item(
         language=language,
         target_language=target_language,
         placeholders=placeholders,
+    )
+
+
+def grounded_text(task_type: str, document: Document, slot: int, seed: int) -> str:
+    """What the corpus gives a grounded row: the document, or for STS one of its sentences."""
+    if TASK_TABLE[task_type].document_field == "S1":
+        return sts_sentence(document.text, slot, seed)
+    return document.text
+
+
+def corpus_item(template: Template, slot: int, seed: int, corpus: Corpus) -> WorkItem:
+    """Slot ``slot`` of a corpus lane: its document and placeholders depend on nothing else."""
+    lane = corpus_lane(template.task_type)
+    document = corpus.documents[corpus.document_for(lane, slot, seed)]
+    rng = random.Random(f"{seed}/{lane}/{slot}")
+    placeholders = {name: rng.choice(values) for name, values in template.placeholders.items()}
+    placeholders["language"] = XLMR_LANGUAGES.get(document.language, document.language)
+    given = grounded_text(template.task_type, document, slot, seed)
+    return WorkItem(
+        item_id=generation_item_id(lane, slot),
+        kind="generate",
+        task_type=template.task_type,
+        prompt=template.render({**placeholders, "document": given, "sentence": given}),
+        schema=template.output_schema(),
+        task_definition=template.task_definition,
+        language=document.language,
+        placeholders=placeholders,
+        document_id=document.id,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kit.artifacts import RUN_SUMMARY_FILE, RunSummary, write_run_summary
+from seeds.plan import lane_of
 
 log = logging.getLogger("seeds")
 SHARD_ROWS = 50_000
@@ -106,6 +107,8 @@ class RunTotals:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     accepted: Counter[str] = field(default_factory=Counter)
+    # Accepted rows per lane (a task type, or ``corpus_<type>`` for corpus-grounded rows).
+    lanes: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     languages: Counter[str] = field(default_factory=Counter)
 
@@ -173,6 +176,7 @@ class RunStore:
                 self.finished_ids.add(record["id"])
                 self.dedup_keys.add(_digest(dedup_key(record["example"])))
                 self.totals.accepted[record["task_type"]] += 1
+                self.totals.lanes[lane_of(record["id"])] += 1
                 self.totals.languages[record["language"]] += 1
                 if record["id"] not in ledgered:
                     # A kill between the record and its ledger line: it carries its usage.
@@ -278,6 +282,7 @@ class RunStore:
         self.finished_ids.add(record["id"])
         self.dedup_keys.add(_digest(key))
         self.totals.accepted[record["task_type"]] += 1
+        self.totals.lanes[lane_of(record["id"])] += 1
         self.totals.languages[record["language"]] += 1
 
     def reject(self, record: dict[str, Any], reason: str) -> None:

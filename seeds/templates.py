@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from kit.instructions import SYMMETRIC_TASK_DEFINITIONS
-from kit.schema import TASK_TABLE
+from kit.schema import GROUNDED_TYPES, TASK_TABLE
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+CORPUS_TEMPLATE_DIR = TEMPLATE_DIR / "corpus"
+CORPUS_LANE_PREFIX = "corpus_"
+# The key under which a corpus template asks the generator for the row's task definition.
+TASK_DEFINITION_KEY = "task_definition"
 
 
 class TemplateError(ValueError):
@@ -87,6 +91,12 @@ def brainstorm_schema(num_tasks: int) -> dict[str, Any]:
 
 
 def load_template(path: Path) -> Template:
+    template = _parse_template(path)
+    _check_against_schema(path, template)
+    return template
+
+
+def _parse_template(path: Path) -> Template:
     raw_bytes = path.read_bytes()
     try:
         raw = json.loads(raw_bytes)
@@ -95,7 +105,7 @@ def load_template(path: Path) -> Template:
             task_type=raw["task_type"],
             template_id=f"{raw['template_id']}-v{int(raw['version'])}",
             sha256=hashlib.sha256(raw_bytes).hexdigest(),
-            brainstorm=raw["brainstorm"],
+            brainstorm=raw.get("brainstorm"),
             task_definition=raw["task_definition"],
             placeholders={k: [str(v) for v in vs] for k, vs in placeholders.items()},
             output_keys=tuple(raw["output_keys"]),
@@ -109,7 +119,14 @@ def load_template(path: Path) -> Template:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TemplateError(f"{path}: malformed template ({exc})") from None
-    _check_against_schema(path, template)
+    for key, rule in template.asked.items():
+        if key not in template.output_keys or not (
+            isinstance(rule, int) or rule in template.words
+        ):
+            raise TemplateError(
+                f"{path}: asked_words.{key} must name an output key and give a number or a "
+                "placeholder whose values give numbers"
+            )
     return template
 
 
@@ -124,12 +141,6 @@ def _check_against_schema(path: Path, template: Template) -> None:
             f"{path}: output_keys {list(template.output_keys)} differ from the schema's "
             f"{list(task.field_names)}"
         )
-    for key, rule in template.asked.items():
-        if key not in task.field_names or not (isinstance(rule, int) or rule in template.words):
-            raise TemplateError(
-                f"{path}: asked_words.{key} must name an output key and give a number or a "
-                "placeholder whose values give numbers"
-            )
     symmetric = task.symmetric
     if symmetric and template.task_definition != SYMMETRIC_TASK_DEFINITIONS[task_type]:
         raise TemplateError(
@@ -163,6 +174,53 @@ def restrict_placeholders(
             )
         narrowed[task_type][name] = [v for v in allowed if v in values]
     return {t: replace(template, placeholders=narrowed[t]) for t, template in templates.items()}
+
+
+def corpus_lane(task_type: str) -> str:
+    """The name under which a grounded type's corpus rows are planned, counted and gated."""
+    return f"{CORPUS_LANE_PREFIX}{task_type}"
+
+
+def load_corpus_templates(
+    negatives: str, directory: Path = CORPUS_TEMPLATE_DIR
+) -> dict[str, Template]:
+    """The corpus-grounded templates by lane; ``negatives = "neighbour"`` takes the retrieval
+    template that leaves the negative to the corpus."""
+    templates = {}
+    for task_type in GROUNDED_TYPES:
+        neighbour = directory / f"{task_type}_neighbour.json"
+        path = neighbour if negatives == "neighbour" and neighbour.is_file() else (
+            directory / f"{task_type}.json"
+        )
+        if not path.is_file():
+            raise TemplateError(f"{directory}: no corpus template for {task_type}")
+        template = _parse_template(path)
+        _check_corpus_template(path, template, from_neighbour=path == neighbour)
+        templates[corpus_lane(task_type)] = template
+    return templates
+
+
+def _check_corpus_template(path: Path, template: Template, from_neighbour: bool) -> None:
+    """A corpus template asks for every field of its type except the document's (and, when
+    the corpus gives the negative, the negative's), plus the task definition when the type
+    has no fixed one."""
+    task = TASK_TABLE.get(template.task_type)
+    if task is None or task.document_field is None:
+        raise TemplateError(f"{path}: {template.task_type!r} is not a grounded task type")
+    fixed = SYMMETRIC_TASK_DEFINITIONS.get(task.name)
+    if template.task_definition != fixed:
+        raise TemplateError(f"{path}: task_definition must be {fixed!r}")
+    given = {task.document_field}
+    if from_neighbour:
+        given.add(task.field_for("negative") or "")
+    wanted = [f for f in task.field_names if f not in given]
+    if fixed is None:
+        wanted.insert(0, TASK_DEFINITION_KEY)
+    if sorted(template.output_keys) != sorted(wanted):
+        raise TemplateError(
+            f"{path}: output_keys {list(template.output_keys)} must be {wanted} (the corpus "
+            f"gives {', '.join(sorted(given))})"
+        )
 
 
 def load_templates(directory: Path = TEMPLATE_DIR) -> dict[str, Template]:

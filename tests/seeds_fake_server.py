@@ -30,6 +30,11 @@ TRANSPORT_FAULTS = ("429", "500", "timeout")
 CONTENT_FAULTS = ("malformed", "truncated", "wrong_keys", "duplicate", "prose")
 # Answers with the right keys whose content is degenerate: the quality gates' business.
 GATE_FAULTS = ("placeholder", "markup", "too_short")
+# A corpus-grounded answer whose query has nothing to do with its document.
+GROUNDED_FAULTS = ("off_topic",)
+# The document of a corpus-grounded prompt, and the fields that should lead back to it.
+GROUNDED_DOCUMENT = re.compile(r"<<<\n(.*?)\n>>>", re.DOTALL)
+LEADS_BACK = ("user_query", "input", "S2")
 PROMPT_KEY = re.compile(r'^- "(\w+)":', re.MULTILINE)
 
 
@@ -79,7 +84,9 @@ class FakeLLM:
             fault, self.first_faults = self.first_faults[0], self.first_faults[1:]
             return fault
         roll = self.rng.random()
-        names = TRANSPORT_FAULTS + (CONTENT_FAULTS + GATE_FAULTS if content_allowed else ())
+        names = TRANSPORT_FAULTS + (
+            CONTENT_FAULTS + GATE_FAULTS + GROUNDED_FAULTS if content_allowed else ()
+        )
         for name in names:
             rate = self.faults.get(name, 0.0)
             if roll < rate:
@@ -112,7 +119,13 @@ class FakeLLM:
             if self.brainstorm_style == "numbered":
                 return "Tasks:\n" + "\n".join(f"{i + 1}. {t}" for i, t in enumerate(tasks))
             return json.dumps({"tasks": tasks})
-        return json.dumps({k: self._text(k, n, prompt) for k in keys})
+        answer = {k: self._text(k, n, prompt) for k in keys}
+        if document := GROUNDED_DOCUMENT.search(prompt):
+            # Every other word of the document's start: it leads back to the document without
+            # quoting four words of it in a row.
+            hint = " ".join(document.group(1).split()[:16:2])
+            answer.update((k, f"{hint} {answer[k]}") for k in LEADS_BACK if k in answer)
+        return json.dumps(answer)
 
     @staticmethod
     def _text(key: str, n: int, prompt: str) -> str:
@@ -163,6 +176,10 @@ class FakeLLM:
                 fault = "none"
         elif fault == "prose":
             content = f"Sure! Here is the example:\n```json\n{content}\n```\nHope it helps."
+        elif fault == "off_topic":
+            content = self._content(keys, "no document")
+            if not GROUNDED_DOCUMENT.search(prompt):
+                fault, content = "none", base
         elif fault in GATE_FAULTS:
             fields = json.loads(content)
             first = next(iter(fields))

@@ -12,18 +12,18 @@ from typing import Any
 
 from kit.cli import run_stage
 from kit.config import TASK_TYPES
-from kit.schema import RAW_SCHEMA_VERSION
+from kit.schema import RAW_SCHEMA_VERSION, TASK_TABLE
 from seeds.__main__ import add_arguments
 from seeds.parsing import dedup_key
 from seeds.store import read_jsonl
-from seeds.templates import load_templates
+from seeds.templates import corpus_lane, load_corpus_templates, load_templates
 
 API_KEY_ENV = "SEEDS_TEST_API_KEY"
 API_KEY = "sk-test-do-not-leak-7f3a"
 RECORD_KEYS = {
     "schema_version", "id", "task_type", "task_definition", "language", "target_language",
     "placeholders", "template_id", "template_sha256", "generator_model", "generator_backend",
-    "usage", "example", "quality",
+    "usage", "example", "quality", "document_id",
 }  # fmt: skip
 SMALL_TARGETS = {
     "short_long": 6, "long_short": 5, "short_short": 3, "long_long": 3, "sts": 5, "bitext": 5,
@@ -73,13 +73,14 @@ def run_json(run: Path) -> dict[str, Any]:
 
 def check_records(rows: list[dict[str, Any]], backend: str = "openai") -> None:
     """Every record follows the contract; ids and contents are unique."""
-    templates = load_templates()
+    templates = load_templates() | load_corpus_templates("written")
     for row in rows:
         assert set(row) == RECORD_KEYS, row
-        template = templates[row["task_type"]]
+        grounded = row["document_id"] is not None
+        template = templates[corpus_lane(row["task_type"]) if grounded else row["task_type"]]
         assert row["schema_version"] == RAW_SCHEMA_VERSION
         assert row["task_type"] in TASK_TYPES
-        assert set(row["example"]) == set(template.output_keys)
+        assert set(row["example"]) == set(TASK_TABLE[row["task_type"]].field_names)
         assert all(isinstance(v, str) and v.strip() for v in row["example"].values())
         assert row["template_id"] == template.template_id
         assert row["template_sha256"] == template.sha256

@@ -40,6 +40,11 @@ class Candidate:
     language: str
     target_language: str | None = None
     prompt: str = ""  # what the generator was asked (its words must not come back as text)
+    template: str = ""  # the key of the template that asked (a lane); empty: the task type
+    given: tuple[str, ...] = ()  # fields a corpus gave, not written by the generator
+
+    def written(self) -> dict[str, str]:
+        return {k: v for k, v in self.example.items() if k not in self.given}
 
     def language_of(self, text_field: str) -> str | None:
         """The language the field must be written in (``None``: a label, not checked)."""
@@ -102,10 +107,12 @@ class QualityGates:
         if self.settings.content_rules:
             for candidate, verdict in zip(candidates, verdicts, strict=True):
                 languages = {f: candidate.language_of(f) for f in candidate.example}
-                asked = self.templates[candidate.task_type].asked_words(candidate.placeholders)
+                template = self.templates[candidate.template or candidate.task_type]
+                asked = template.asked_words(candidate.placeholders)
                 task = TASK_TABLE[candidate.task_type]
                 try:
-                    check_content(task, candidate.example, asked, languages, candidate.prompt)
+                    check_content(task, candidate.example, asked, languages, candidate.prompt,
+                                  candidate.given)  # fmt: skip
                 except Rejection as rejection:
                     verdict.reason = rejection.reason
         if self.language is not None:
@@ -116,7 +123,7 @@ class QualityGates:
         assert self.language is not None
         texts, claims, owners = [], [], []
         for index, candidate in enumerate(candidates):
-            for text_field, text in candidate.example.items():
+            for text_field, text in candidate.written().items():
                 claimed = candidate.language_of(text_field)
                 if claimed is not None and verdicts[index].reason is None:
                     texts.append(text)

@@ -67,8 +67,11 @@ def check_content(
     asked: dict[str, int],
     languages: dict[str, str | None],
     prompt: str = "",
+    given: tuple[str, ...] = (),
 ) -> None:
-    """Raise a ``Rejection`` naming the first content rule the example breaks."""
-    check_fragments(example, prompt)
-    check_lengths(example, asked, languages)
+    """Raise a ``Rejection`` naming the first content rule the example breaks; the ``given``
+    fields (a corpus's text) are checked only as what the others must not repeat."""
+    written = {field: text for field, text in example.items() if field not in given}
+    check_fragments(written, prompt)
+    check_lengths(written, asked, languages)
     check_repeats(task, example, gated=True)

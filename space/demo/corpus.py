@@ -26,6 +26,10 @@ log = logging.getLogger("space")
 
 UPLOAD_TYPES = (".txt", ".jsonl", ".csv")
 TEXT_FIELDS = ("text", "document", "positive", "passage", "content")
+# Where the sample comes from: the release dataset's config of real documents, else the
+# positives of its unified training view (config, column).
+CORPUS_SAMPLE = ("corpus", "text")
+DEFAULT_SAMPLE = ("default", "positive")
 SOURCE_DATASET, SOURCE_PASTE, SOURCE_UPLOAD = "dataset", "paste", "upload"
 
 
@@ -157,7 +161,9 @@ def check_corpus(documents: Sequence[str], settings: Settings) -> None:
 
 
 def sample_dataset_documents(settings: Settings) -> list[str]:
-    """A fixed random sample of distinct ``positive`` texts that fits the corpus limits."""
+    """A fixed random sample of real documents that fits the corpus limits: the dataset's
+    ``corpus`` config (the documents its corpus-grounded rows were written about) when it
+    has one, else the distinct ``positive`` texts of its rows."""
     local = Path(settings.dataset_id).expanduser()
     if local.is_dir():
         # datasets keys the cache of a local folder by its name, not its content: a rebuilt
@@ -168,15 +174,18 @@ def sample_dataset_documents(settings: Settings) -> list[str]:
 
 
 def _sample_positives(dataset_id: str, settings: Settings, cache_dir: str | None) -> list[str]:
-    from datasets import load_dataset
+    from datasets import get_dataset_config_names, load_dataset
 
-    dataset = load_dataset(dataset_id, "default", split="train", cache_dir=cache_dir)
+    config, column = DEFAULT_SAMPLE
+    if CORPUS_SAMPLE[0] in get_dataset_config_names(dataset_id):
+        config, column = CORPUS_SAMPLE
+    dataset = load_dataset(dataset_id, config, split="train", cache_dir=cache_dir)
     dataset = dataset.shuffle(seed=0)
     dataset = dataset.select(range(min(len(dataset), 4 * settings.sample_documents)))
     wanted = min(settings.sample_documents, settings.max_documents)
     documents: list[str] = []
     total = 0
-    for text in dict.fromkeys(dataset["positive"]):
+    for text in dict.fromkeys(dataset[column]):
         if not isinstance(text, str) or not text.strip():
             continue
         document = text.strip()[: settings.max_chars_per_document]

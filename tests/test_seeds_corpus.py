@@ -1,0 +1,280 @@
+"""Corpus mode: rows written about real documents, live and batch, through the consistency
+gate; every bad corpus input stops the stage with its exact error and writes nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kit.config import CorpusSection
+from kit.schema import TASK_TABLE
+from seeds.consistency import ConsistencyGate
+from seeds.corpus import Corpus, CorpusError, Document, load_corpus
+from seeds.plan import WorkItem
+from seeds.ranking import Bm25Ranker
+from tests.seeds_fake_server import FakeLLM, ServerThread
+from tests.seeds_helpers import (
+    API_KEY,
+    API_KEY_ENV,
+    check_ledger_adds_up,
+    check_records,
+    records,
+    run_dir,
+    run_json,
+    seeds,
+    seeds_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED = REPO / "seeds" / "corpora" / "wikipedia-passages"
+QUESTIONS = REPO / "bench" / "corpus_questions"
+CORPUS_TARGETS = {"short_long": 6, "long_long": 2, "sts": 3}
+TOPICS = (
+    "volcanic eruptions release ash lava and gases from the mantle of the earth",
+    "the violin is a bowed string instrument with four strings tuned in fifths",
+    "photosynthesis lets plants turn sunlight water and carbon dioxide into sugar",
+    "the roman aqueducts carried water across valleys on arches of stone",
+    "chess openings such as the sicilian defence shape the middle game",
+    "honey bees communicate the direction of flowers with a waggle dance",
+    "glaciers carve u shaped valleys as they slowly move downhill under ice",
+    "the printing press of gutenberg spread books across europe quickly",
+)
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    started: list[ServerThread] = []
+
+    def start(**knobs: object) -> ServerThread:
+        server = ServerThread(FakeLLM(**knobs)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+def small_corpus(folder: Path) -> Path:
+    """Eight documents on distinct subjects, one sentence each and then some."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "docs.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for i, topic in enumerate(TOPICS):
+            text = f"{topic.capitalize()}. This passage number {i} explains {topic} in detail."
+            handle.write(json.dumps({"id": f"d{i}", "text": text, "language": "en"}) + "\n")
+    return path
+
+
+def corpus_config(write_config, url: str, corpus: dict, **generator) -> Path:
+    generation = {"targets": {}, "corpus": {"targets": CORPUS_TARGETS, **corpus},
+                  "max_requests_per_target": 4.0}  # fmt: skip
+    return seeds_config(write_config, url, generator=generator or None, generation=generation)
+
+
+@pytest.mark.parametrize("mode", ["live", "batch"])
+def test_corpus_rows_carry_their_document_and_pass_the_gate(serve, write_config, tmp_path, mode):
+    path = small_corpus(tmp_path / "corpus")
+    server = serve(seed=5, faults={"off_topic": 0.25, "500": 0.05})
+    config = corpus_config(write_config, server.url, {"path": str(path)}, mode=mode)
+    assert seeds(config) == 0
+    run = run_dir(config)
+    rows = records(run)
+    check_records(rows)
+    check_ledger_adds_up(run)
+    summary = run_json(run)
+    assert summary["complete"]
+    assert Counter(r["task_type"] for r in rows) == Counter(CORPUS_TARGETS)
+    assert summary["corpus_grounded"] == CORPUS_TARGETS
+    texts = {f"d{i}": line for i, line in enumerate(path.read_text().splitlines())}
+    for row in rows:
+        document = json.loads(texts[row["document_id"]])["text"]
+        field = TASK_TABLE[row["task_type"]].document_field
+        if field == "S1":
+            assert row["example"]["S1"] in document
+        else:
+            assert row["example"][field] == document
+        assert row["template_id"].startswith("corpus_")
+    # Off-topic answers were served to grounded prompts and every one was turned away.
+    off_topic = server.fake.faults_served()["off_topic"]
+    assert off_topic > 0 and summary["rejected"]["not_in_top_k"] == off_topic
+    assert summary["corpus"]["documents"] == len(TOPICS)
+    assert summary["corpus"]["source"] == "docs.jsonl"  # no folder of this machine
+    snapshot = pq.read_table(run / "corpus.parquet")
+    assert snapshot["document_id"].to_pylist() == [f"d{i}" for i in range(len(TOPICS))]
+
+
+def test_estimate_counts_the_corpus_lanes_and_sends_nothing(serve, write_config, tmp_path, capsys):
+    server = serve()
+    path = small_corpus(tmp_path / "corpus")
+    config = corpus_config(write_config, server.url, {"path": str(path)})
+    from kit.cli import run_stage
+    from seeds.__main__ import add_arguments
+
+    assert run_stage("seeds", "seeds.main:main", ["--config", str(config), "--estimate"],
+                     add_arguments) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "corpus: 8 documents from docs.jsonl; 11 corpus-grounded rows asked for" in out
+    assert "requests: 11 (11 examples and 0 brainstorms)" in out
+    assert server.fake.log == []
+
+
+# ---- bad corpus inputs: the exact error, and nothing written ------------------------------
+def _write_bytes(folder: Path, name: str, data: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return folder / name
+
+
+BAD_INPUTS = {
+    "empty file": ("docs.jsonl", b"", {}, "docs.jsonl: the file is empty"),
+    "non-UTF-8": (
+        "notes.txt", "caf\u00e9 au lait".encode("latin-1"), {},
+        "notes.txt: not UTF-8 text (byte 3 is 0xe9); convert the file to UTF-8",
+    ),
+    "missing text column": (
+        "docs.jsonl", b'{"id": "a", "body": "some words here"}\n', {},
+        "docs.jsonl line 1: no 'text' field (it has body, id; generation.corpus.text_column "
+        "names it)",
+    ),
+    "too long": (
+        "docs.jsonl", json.dumps({"id": "big", "text": "word " * 900}).encode() + b"\n",
+        {"max_document_tokens": 1000},
+        "docs.jsonl:1: document 'big' is about 1,500 tokens, more than "
+        "generation.corpus.max_document_tokens = 1,000; split long documents into passages, or "
+        "raise the limit within the generator's context",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_a_bad_corpus_stops_before_anything_is_written(serve, write_config, tmp_path, capsys,
+                                                       case):  # fmt: skip
+    name, data, extra, message = BAD_INPUTS[case]
+    folder = tmp_path / "corpus"
+    _write_bytes(folder, name, data)
+    server = serve()
+    config = corpus_config(write_config, server.url, {"path": str(folder), **extra})
+    assert seeds(config) == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir(config).exists()
+    assert server.fake.log == []
+    assert (folder / name).read_bytes() == data  # the user's file is untouched
+
+
+def test_a_parquet_corpus_without_the_text_column_is_refused(tmp_path) -> None:
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": ["a"], "body": ["text"]}), path)
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(CorpusSection(path=str(path), targets={"short_long": 1}))
+    assert str(caught.value) == (
+        "docs.parquet: no column 'text' (it has id, body; generation.corpus.text_column names it)"
+    )
+
+
+def test_corpus_formats_read_alike(tmp_path) -> None:
+    """A folder of .txt files, a .jsonl.gz and a .parquet give the same documents."""
+    texts = {"alpha": "The first document is about rivers.", "beta": "The second one: hills."}
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    for name, text in texts.items():
+        (txt / f"{name}.txt").write_text(text, encoding="utf-8")
+    rows = [{"id": f"{k}.txt", "title": k, "text": v, "language": "en"} for k, v in texts.items()]
+    gz = tmp_path / "docs.jsonl.gz"
+    gz.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    parquet = tmp_path / "docs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    loaded = [
+        load_corpus(CorpusSection(path=str(p), targets={"sts": 1})).documents
+        for p in (txt, gz, parquet)
+    ]
+    assert [(d.id, d.title, d.text) for d in loaded[0]] == [
+        (r["id"], r["title"], r["text"]) for r in rows
+    ]
+    assert loaded[0] == loaded[1] == loaded[2]
+
+
+# ---- the consistency gate's precision on the hand-labelled questions ----------------------
+def _bundled_corpus() -> Corpus:
+    return load_corpus(CorpusSection(path=str(BUNDLED), targets={"short_long": 1}))
+
+
+def gate_precision(corpus: Corpus, top_k: int, negatives: str = "near_misses") -> dict:
+    """Precision and recall of the gate over the fixture's labelled (question, passage)
+    rows: each question with its relevant passage (kept, ideally) and with a non-relevant
+    one (rejected, ideally): its hand-picked near miss from the same article, or
+    (``negatives = "random"``) a seeded random passage of another article."""
+    queries = {}
+    for line in (QUESTIONS / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        queries[row["_id"]] = row["text"]
+    labelled = []
+    for line in (QUESTIONS / "qrels/test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        labelled.append((line.split("\t")[0], line.split("\t")[1], True))
+    if negatives == "random":
+        rng = random.Random(0)
+        titles = {d.id: d.title for d in corpus.documents}
+        for query, doc, _ in list(labelled):
+            while (other := rng.choice(corpus.documents)).title == titles[doc]:
+                pass
+            labelled.append((query, other.id, False))
+    else:
+        lines = (QUESTIONS / "near_misses.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        labelled += [(line.split("\t")[0], line.split("\t")[1], False) for line in lines]
+    gate = ConsistencyGate(corpus, Bm25Ranker([d.text for d in corpus.documents]), top_k,
+                           reject=True, neighbours=False)  # fmt: skip
+    items = [
+        (WorkItem(f"corpus_short_long-{i:07d}", "generate", "short_long", "", {},
+                  document_id=doc), {"user_query": queries[query]})
+        for i, (query, doc, _) in enumerate(labelled)
+    ]  # fmt: skip
+    verdicts = gate.check(items)
+    kept = [v.reason is None for v in verdicts]
+    true_kept = sum(k and label for k, (_, _, label) in zip(kept, labelled, strict=True))
+    relevant = sum(label for _, _, label in labelled)
+    return {
+        "precision": true_kept / max(sum(kept), 1),
+        "recall": true_kept / relevant,
+        "rows": len(labelled),
+    }
+
+
+def test_the_gate_keeps_real_pairs_and_turns_wrong_passages_away() -> None:
+    """The figures BENCHMARKS.md reports (``bench/corpus_gate_bench.py``). The bars: a random
+    wrong passage almost never passes; a near miss from the same article, which shares the
+    question's names, passes less often than the real passage (precision above the 0.5 of a
+    gate that cannot tell them apart), and less often still at a smaller k."""
+    corpus = _bundled_corpus()
+    at_10, at_1 = gate_precision(corpus, 10), gate_precision(corpus, 1)
+    assert at_10["rows"] == 126
+    assert gate_precision(corpus, 10, "random")["precision"] > 0.95
+    assert 0.55 < at_10["precision"] < at_1["precision"]
+    assert at_10["recall"] > at_1["recall"]
+
+
+def test_neighbour_negatives_are_the_best_other_document() -> None:
+    documents = [Document(f"d{i}", "", text, "en") for i, text in enumerate(TOPICS)]
+    corpus = Corpus(documents, "test")
+    gate = ConsistencyGate(corpus, Bm25Ranker(TOPICS), 3, reject=True, neighbours=True)
+    item = WorkItem("corpus_short_long-0000000", "generate", "short_long", "", {},
+                    document_id="d1")  # fmt: skip
+    example = {"user_query": "the violin and its strings", "positive_document": TOPICS[1],
+               "hard_negative_document": ""}  # fmt: skip
+    (verdict,) = gate.check([(item, example)])
+    assert verdict.reason is None and verdict.rank == 0
+    assert verdict.filled["hard_negative_document"] in TOPICS and (
+        verdict.filled["hard_negative_document"] != TOPICS[1]
+    )
+    off = {"user_query": "glaciers valleys ice", "positive_document": TOPICS[1],
+           "hard_negative_document": ""}  # fmt: skip
+    (verdict,) = gate.check([(item, off)])
+    assert verdict.reason == "not_in_top_k"
