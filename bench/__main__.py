@@ -31,8 +31,9 @@ BENCHES = (
     "space_backends",
     "serving",
     "release",
+    "corpus",
 )
-# Run only when named: quality trains three models (``make bench-quality``, about 45
+# Run only when named: quality trains five models (``make bench-quality``, about 75
 # minutes); rehearsal runs the paper config's generation at up to 500k rows (about an hour).
 ON_REQUEST = ("quality", "rehearsal")
 

@@ -9,9 +9,10 @@ code, never as markup.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import datasets
 import numpy as np
@@ -49,9 +50,6 @@ DESCRIPTION = (
     "the paper's task types, many languages, one example per brainstormed task."
 )
 HOMEPAGE = "https://arxiv.org/abs/2401.00368"
-if TYPE_CHECKING:
-    from dataset_builder.corpus import CorpusExport
-
 TEMPLATE = Path(__file__).with_name("card_template.md")
 
 TASK_CATEGORIES = ["sentence-similarity", "text-retrieval", "text-classification"]
@@ -63,6 +61,17 @@ SIZE_CATEGORIES = (
     (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"),
 )
+
+
+class CorpusFacts(Protocol):
+    """What the card needs of the published corpus (``dataset_builder.corpus`` builds it, and
+    reads this module's constants, so this module cannot import it)."""
+
+    source: dict[str, Any]
+    info: datasets.DatasetInfo
+    documents: int
+    contaminated: Counter[str]
+    grounded: Counter[str]
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class CardInputs:
     plots: list[str]
     ngrams: EvaluationNgrams | None = None
     mined: MinedNegatives | None = None
-    corpus: CorpusExport | None = None
+    corpus: CorpusFacts | None = None
 
 
 def size_category(rows: int) -> str:

@@ -50,12 +50,13 @@ def write_corpus(
     snapshot = run_dir / run.corpus["file"]
     if not snapshot.is_file():
         raise ArtifactError(f"{snapshot}: the run names a corpus but its snapshot is missing")
-    table = pq.read_table(snapshot).select(list(CORPUS_COLUMNS))
+    table = pq.read_table(snapshot).select(list(CORPUS_COLUMNS)).combine_chunks()
     found = Contamination()
     if ngrams is not None:
+        texts = table["text"].chunk(0) if table["text"].num_chunks else pa.array([], pa.string())
         probe = pa.table({"id": table["document_id"],
-                          "example": pa.StructArray.from_arrays([table["text"]], ["text"])})
-        flagged = contaminated_mask(probe.combine_chunks(), ngrams, found)
+                          "example": pa.StructArray.from_arrays([texts], ["text"])})
+        flagged = contaminated_mask(probe, ngrams, found)
         table = table.filter(pc.invert(flagged))
     table = table.cast(corpus_features().arrow_schema)
     folder = repo_dir / "data" / CORPUS_CONFIG

@@ -15,7 +15,7 @@ from kit.config import Config, ConfigError, load_config
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["default.toml", "e5-mistral.toml"])
+@pytest.mark.parametrize("name", ["default.toml", "e5-mistral.toml", "my-documents.toml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(REPO / "configs" / name)
     assert config.training.scale == 50.0

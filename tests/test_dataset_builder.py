@@ -66,6 +66,7 @@ def unified(record: dict) -> dict:
         "generator_model": record["generator_model"],
         "template_id": record["template_id"],
         "template_sha256": record["template_sha256"],
+        "document_id": record.get("document_id"),
     }
 
 
@@ -346,7 +347,8 @@ def test_the_card_names_every_gate_with_its_count_and_what_was_deduplicated(
     card says near-duplicates remain only when the run's MinHash gate was off."""
     config = load_config(write_config(tmp_path))
     run_dir = tmp_path / "runs" / "run"
-    switches = {"content_rules": True, "language_check": False, "judge": False}
+    switches = {"content_rules": True, "language_check": False, "judge": False,
+                "consistency_check": True}  # fmt: skip
     if near_duplicates is not None:
         switches["near_duplicates"] = near_duplicates
     summary = write_run(run_dir, synthesize(20, seed=2), gates=switches)
@@ -359,6 +361,7 @@ def test_the_card_names_every_gate_with_its_count_and_what_was_deduplicated(
         "| content rules | `content_rules` | yes | 3 | `query_in_positive`: 1, `too_short:S1`: 2 |",
         "| language ID | `language_check` | no | 0 | – |",
         f"| near-duplicates (MinHash) | `near_duplicates` | {recorded} | 3 | `near_duplicate`: 3 |",
+        "| corpus consistency (document in the top k) | `consistency_check` | yes | 0 | – |",
         "| LLM judge | `judge` | no | 0 | – |",
     ]
     assert "\n".join(rows) + "\n" in card

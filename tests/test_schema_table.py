@@ -22,6 +22,7 @@ from kit.schema import (
     config_columns,
     raw_record,
 )
+from seeds.consistency import NO_NEIGHBOUR, NOT_IN_TOP_K
 from seeds.gates import Candidate, QualityGates
 from seeds.judge import judge_item, load_judge_prompt, swapped
 from seeds.languages import XLMR_LANGUAGES
@@ -75,6 +76,7 @@ def _record(example: dict, target: str | None = "fr", task_type: str = "qa") -> 
         "target_language": target, "placeholders": {}, "template_id": "qa-v1",
         "template_sha256": "0" * 64, "generator_model": "m", "generator_backend": "local",
         "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "example": example, "quality": {},
+        "document_id": None,
     }  # fmt: skip
     return raw_record(values)
 
@@ -242,7 +244,8 @@ def test_every_gate_reason_is_declared_once_in_the_kit() -> None:
         "wrong_language:user_query", "unverified_language", "unverified_target_language",
     ]  # fmt: skip
     produced: dict[str, set[str]] = {}
-    for reason in [*reasons, "near_duplicate", "judge_rejected"]:
+    # The consistency gate's reasons: seeds.consistency's, tested in test_seeds_corpus.py.
+    for reason in [*reasons, "near_duplicate", "judge_rejected", NOT_IN_TOP_K, NO_NEIGHBOUR]:
         (gate,) = [gate for gate in GATES if gate.claims(reason)]
         produced.setdefault(gate.key, set()).add(reason.split(":")[0] + ":" * (":" in reason))
     assert produced == {gate.key: set(gate.reasons) for gate in GATES}

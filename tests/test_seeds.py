@@ -70,7 +70,8 @@ def test_faults_are_survived_and_counted_exactly(serve, write_config) -> None:
     assert summary["accepted"] == {t: SMALL_TARGETS[t] for t in summary["accepted"]}
     # which gates ran, for the dataset card (the language gate is off in these configs)
     assert summary["gates"] == {"content_rules": True, "language_check": False,
-                                "near_duplicates": True, "judge": False}  # fmt: skip
+                                "near_duplicates": True, "judge": False,
+                                "consistency_check": True}  # fmt: skip
     provenance = json.loads((run / "provenance.json").read_text(encoding="utf-8"))
     assert provenance["stage"] == "seeds"
     assert set(provenance["sections"]) == {"generator", "generation", "quality"}

@@ -278,3 +278,93 @@ def test_neighbour_negatives_are_the_best_other_document() -> None:
            "hard_negative_document": ""}  # fmt: skip
     (verdict,) = gate.check([(item, off)])
     assert verdict.reason == "not_in_top_k"
+
+
+def test_the_my_documents_recipe_estimates_its_cost_offline(capsys) -> None:
+    """The README's "train an embedder on my documents" config plans its batch run with no
+    key and no network: every prompt carries a real document of the corpus."""
+    from kit.cli import run_stage
+    from seeds.__main__ import add_arguments
+
+    config = REPO / "configs" / "my-documents.toml"
+    assert run_stage("seeds", "seeds.main:main", ["--config", str(config), "--estimate"],
+                     add_arguments) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert ("corpus: 6,609 documents from seeds/corpora/wikipedia-passages; 27,000 "
+            "corpus-grounded rows asked for") in out  # fmt: skip
+    assert "requests: 27,000 (27,000 examples and 0 brainstorms)" in out
+    assert "batch files: 1 (at most 50,000 requests" in out
+
+
+def test_a_budget_stop_resumes_to_the_same_corpus_rows(serve, write_config, tmp_path) -> None:
+    """Stopped by its budget, then resumed: the run completes without asking a finished slot
+    again, and ends with the rows an uninterrupted run of the same plan makes."""
+    path = small_corpus(tmp_path / "corpus")
+    server = serve(seed=2, by_request=True)
+    whole = corpus_config(write_config, server.url, {"path": str(path)})
+    assert seeds(whole) == 0
+    expected = sorted((r["id"], r["document_id"], json.dumps(r["example"])) for r in
+                      records(run_dir(whole)))  # fmt: skip
+
+    resumed_root = tmp_path / "resumed"
+    resumed_root.mkdir()
+
+    def config_at(budget: float) -> Path:
+        def write(name: str = "config.toml", **sections: dict) -> Path:
+            sections["generation"] = {**sections["generation"], "budget_usd": budget}
+            return write_config(f"resumed/{name}", project={
+                "runs_dir": str(resumed_root / "runs"), "build_dir": str(resumed_root / "b")},
+                **sections)  # fmt: skip
+        return corpus_config(write, server.url, {"path": str(path)})
+
+    stopped = config_at(0.004)
+    assert seeds(stopped) == 0
+    first = run_json(resumed_root / "runs" / "t")
+    assert first["stopped_reason"] == "budget_usd" and not first["complete"]
+    asked_before = len(server.fake.log)
+    assert seeds(config_at(0.0)) == 0
+    rows = records(resumed_root / "runs" / "t")
+    check_records(rows)
+    assert run_json(resumed_root / "runs" / "t")["complete"]
+    asked = [s.item for s in server.fake.log[asked_before:]]
+    assert len(asked) == len(set(asked))
+    assert sorted((r["id"], r["document_id"], json.dumps(r["example"])) for r in rows) == expected
+
+
+def test_the_dataset_publishes_the_corpus_and_counts_grounded_rows(serve, write_config, tmp_path):
+    """seeds in corpus mode, then the dataset stage: the rows keep their document_id in the
+    type configs and the unified view, the corpus config loads with load_dataset, a document
+    that copies an evaluation text is left out of it, and the card says where it came from."""
+    from datasets import load_dataset
+
+    from dataset_builder.export import build
+    from kit.config import load_config
+
+    path = small_corpus(tmp_path / "corpus")
+    leaked = "Our current vehicles will be in museums when everyone has their own aircraft."
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "leak", "text": leaked, "language": "en"}) + "\n")
+    server = serve(seed=4)
+    corpus = {"path": str(path), "license": "cc-by-4.0", "attribution": "Test authors, 2026."}
+    sts17 = {"name": "STS17-en-en", "type": "sts", "path": "model_card/evaldata/sts17/en-en.tsv",
+             "registry_task": "STS17", "languages": "eng-Latn"}  # fmt: skip
+
+    def write(name: str = "config.toml", **sections: dict) -> Path:
+        return write_config(name, evaluation={"local_tasks": [sts17]}, **sections)
+
+    config_path = corpus_config(write, server.url, corpus)
+    assert seeds(config_path) == 0
+    config = load_config(config_path)
+    out = build(config, config.layout.run_dir, tmp_path / "dataset").output_dir
+    documents = load_dataset(str(out), "corpus", split="train")
+    assert documents.column_names == ["document_id", "title", "text", "language"]
+    assert "leak" not in documents["document_id"] and documents.num_rows == len(TOPICS)
+    retrieval = load_dataset(str(out), "retrieval", split="train")
+    assert all(doc_id.startswith("d") for doc_id in retrieval["document_id"])
+    unified = load_dataset(str(out), "default")
+    grounded = sum(len(split) for split in unified.values())
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"{grounded} of the rows (100%) were written about a real document" in card
+    assert "Licence of the corpus: cc-by-4.0" in card and "Attribution: Test authors, 2026." in card
+    assert "left out because they share an n-gram with an evaluation set: STS17-en-en 1" in card
+    assert str(tmp_path) not in card  # no folder of the build machine

@@ -33,6 +33,7 @@ from tests.seeds_helpers import (
 )
 
 STAGE = "seeds.main:main"
+REPO = Path(__file__).resolve().parents[1]
 SCALE = 60.0  # a simulated minute passes in a real second
 TARGETS = {"short_long": 14, "long_short": 10, "short_short": 4, "long_long": 4, "sts": 12,
            "bitext": 10}  # fmt: skip
@@ -109,6 +110,26 @@ def test_simulated_answers_pass_the_kit_gates(simulate, write_config) -> None:
     check_ledger_adds_up(run)
     # usage as the API counts it: the ledger's tokens are the simulator's
     assert summary["prompt_tokens"] > 0 and summary["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("mode", ["live", "batch"])
+def test_corpus_rows_from_the_simulator_in_both_modes(simulate, write_config, mode) -> None:
+    """Corpus mode on the bundled passages against the limits-faithful simulator: grounded
+    answers name their document, the gate keeps them, and nothing is paid twice."""
+    server = simulate()
+    corpus = {"path": str(REPO / "seeds/corpora/wikipedia-passages"),
+              "targets": {"short_long": 8, "long_long": 2, "sts": 4}}  # fmt: skip
+    config = config_for(write_config, server, mode=mode, quality={"language_check": True},
+                        generation={"targets": {}, "corpus": corpus})  # fmt: skip
+    assert seeds(config) == 0
+    run = run_dir(config)
+    summary = run_json(run)
+    assert summary["complete"] and summary["corpus_grounded"] == corpus["targets"]
+    rows = records(run)
+    check_records(rows)
+    check_ledger_adds_up(run)
+    assert all(row["document_id"] for row in rows)
+    nothing_lost_nothing_paid_twice(server, run)
 
 
 # ---- live mode: limits ----------------------------------------------------------------------

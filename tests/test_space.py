@@ -28,7 +28,12 @@ from kit import instructions as kit_instructions
 from kit.cli import run_stage
 from space import staging
 from space.__main__ import main as STAGE
-from tests.space_helpers import imported_space, stage_test_space, write_local_dataset
+from tests.space_helpers import (
+    DATASET_CARD,
+    imported_space,
+    stage_test_space,
+    write_local_dataset,
+)
 
 README_VARIABLES = {
     "MODEL_ID",
@@ -303,6 +308,25 @@ def test_the_dataset_sample_is_distinct_positives_within_the_limits(space, tmp_p
     assert len(corpus.sample_dataset_documents(by_chars)) == 5
     write_local_dataset(dataset_dir, ["rebuilt in place"])
     assert corpus.sample_dataset_documents(by_count) == ["rebuilt in place"]
+
+
+def test_the_sample_is_the_corpus_when_the_dataset_publishes_one(space, tmp_path: Path) -> None:
+    """A release dataset with a ``corpus`` config (corpus-grounded synthesis): the Space
+    searches those real documents, not the rows' positives."""
+    from datasets import Dataset
+
+    dataset_dir = write_local_dataset(tmp_path / "data", ["a positive written by the LLM"])
+    documents = [f"real document {i:02d} of the corpus" for i in range(8)]
+    (dataset_dir / "data" / "corpus").mkdir(parents=True)
+    Dataset.from_dict({
+        "document_id": [f"d{i}" for i in range(8)], "title": [""] * 8, "text": documents,
+        "language": ["en"] * 8,
+    }).to_parquet(str(dataset_dir / "data" / "corpus" / "train-00000.parquet"))  # fmt: skip
+    card = DATASET_CARD.replace("---\nA tiny", "- config_name: corpus\n  data_files:\n  - split: "
+                                "train\n    path: data/corpus/train-*.parquet\n---\nA tiny")
+    (dataset_dir / "README.md").write_text(card, encoding="utf-8")
+    settings = space.settings.Settings(dataset_id=str(dataset_dir), sample_documents=20)
+    assert sorted(space.corpus.sample_dataset_documents(settings)) == documents
 
 
 def test_an_unloadable_dataset_gets_a_clear_message(space, tmp_path: Path) -> None:

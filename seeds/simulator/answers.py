@@ -24,6 +24,9 @@ from seeds.languages import XLMR_LANGUAGES
 
 POOL_FILE = Path(__file__).with_name("pool.json.gz")
 PROMPT_KEY = re.compile(r'^- "(\w+)":(.*)$', re.MULTILINE)
+# The document a corpus-grounded prompt carries, and the fields that should lead back to it.
+GROUNDED_DOCUMENT = re.compile(r"<<<\n(.*?)\n>>>", re.DOTALL)
+LEADS_BACK = ("user_query", "input", "S2")
 ASKED_WORDS = re.compile(r"(?:about|at least|of) (\d+) words")
 # Longest names first, so "Malayalam" is not read as "Malay".
 LANGUAGE_NAMES = re.compile(
@@ -135,6 +138,9 @@ class Writer:
             return json.dumps({"tasks": self._tasks(int(asked.group(1)) if asked else 20)})
         if list(keys) == ["better"]:
             return json.dumps({"better": self.rng.choice("AB")})
+        document = GROUNDED_DOCUMENT.search(prompt)
+        if document is not None:  # a corpus prompt: its document is not the instructions
+            prompt = prompt.replace(document.group(0), "")
         named = [CODE_OF[name] for name in LANGUAGE_NAMES.findall(prompt)]
         used: set[str] = set()
         fields = {}
@@ -142,7 +148,16 @@ class Writer:
             in_line = [CODE_OF[name] for name in LANGUAGE_NAMES.findall(line)]
             language = (in_line or named or ["en"])[0]
             fields[key] = self._text(key, line, prompt, language, used)
+            if document is not None and key in LEADS_BACK:
+                fields[key] = f"{self._about(document.group(1))} {fields[key]}"
         return json.dumps(fields, ensure_ascii=False)
+
+    def _about(self, document: str) -> str:
+        """Some words of the document, not four in a row: a grounded query names what its
+        document is about, as a real model's does."""
+        words = document.split()
+        start = self.rng.randrange(max(1, len(words) - 16))
+        return " ".join(words[start : start + 16 : 2])
 
     def _tasks(self, count: int) -> list[str]:
         pick = self.rng.choice
