@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from tests.network_guard import guarded
+from tests.seeds_fake_server import FakeLLM, ServerThread
+from tests.seeds_helpers import API_KEY, API_KEY_ENV
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -76,3 +78,19 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
+    """Start fake servers on 127.0.0.1; all are stopped after the test."""
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    started: list[ServerThread] = []
+
+    def start(**knobs: object) -> ServerThread:
+        server = ServerThread(FakeLLM(**knobs)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kit.schema import RAW_SCHEMA_VERSION
-from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
     API_KEY,
     API_KEY_ENV,
@@ -30,22 +28,6 @@ ALL_FAULTS = {
     "429": 0.06, "500": 0.06, "timeout": 0.03, "malformed": 0.06, "truncated": 0.06,
     "wrong_keys": 0.06, "duplicate": 0.1, "prose": 0.1,
 }  # fmt: skip
-
-
-@pytest.fixture
-def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
-    """Start fake servers on 127.0.0.1; all are stopped after the test."""
-    monkeypatch.setenv(API_KEY_ENV, API_KEY)
-    started: list[ServerThread] = []
-
-    def start(**knobs: object) -> ServerThread:
-        server = ServerThread(FakeLLM(**knobs)).__enter__()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.__exit__(None, None, None)
 
 
 def no_secret_in(run: Path) -> None:

@@ -7,7 +7,6 @@ import gzip
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,10 +19,7 @@ from seeds.consistency import ConsistencyGate
 from seeds.corpus import Corpus, CorpusError, Document, load_corpus
 from seeds.plan import WorkItem
 from seeds.ranking import Bm25Ranker
-from tests.seeds_fake_server import FakeLLM, ServerThread
 from tests.seeds_helpers import (
-    API_KEY,
-    API_KEY_ENV,
     check_ledger_adds_up,
     check_records,
     records,
@@ -47,21 +43,6 @@ TOPICS = (
     "glaciers carve u shaped valleys as they slowly move downhill under ice",
     "the printing press of gutenberg spread books across europe quickly",
 )
-
-
-@pytest.fixture
-def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ServerThread]]:
-    monkeypatch.setenv(API_KEY_ENV, API_KEY)
-    started: list[ServerThread] = []
-
-    def start(**knobs: object) -> ServerThread:
-        server = ServerThread(FakeLLM(**knobs)).__enter__()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.__exit__(None, None, None)
 
 
 def small_corpus(folder: Path) -> Path:
