@@ -178,7 +178,8 @@ def _corpus_facts(inputs: CardInputs) -> dict[str, Any] | None:
         "documents": source.get("documents", 0),
         "published": corpus.documents,
         "sha256": source.get("sha256", ""),
-        "languages": ", ".join(f"{k} {n}" for k, n in source.get("languages", {}).items()),
+        "languages": ", ".join(f"{k} {n}" for k, n in sorted(
+            source.get("languages", {}).items(), key=lambda kv: (-kv[1], kv[0]))),
         "license": source.get("license") or "not stated in the config",
         "attribution": " ".join(str(source.get("attribution", "")).split()),
         "contaminated": sorted(corpus.contaminated.items()),
