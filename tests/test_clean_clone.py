@@ -82,6 +82,22 @@ def test_every_default_path_resolves_inside_the_clone(released_clone: dict) -> N
         assert file.exists() and file.resolve().is_relative_to(clone), file
 
 
+def test_corpus_mode_reads_the_corpus_the_clone_carries(released_clone: dict) -> None:
+    """The default config's corpus is in the clone: seeds plans its grounded rows from it
+    (``--estimate`` reads and checks every document, sends nothing)."""
+    clone, config = released_clone["clone"], released_clone["config"]
+    corpus = load_config(config).generation.corpus
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "seeds", "--config", str(config.relative_to(clone)), "--estimate"],
+        cwd=clone, capture_output=True, text=True, check=False, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    asked = sum(corpus.targets.values())
+    assert (f"corpus: 6,609 documents from seeds/corpora/wikipedia-passages; {asked:,} "
+            "corpus-grounded rows asked for") in result.stdout  # fmt: skip
+
+
 def test_the_card_reports_every_kind_of_task_against_the_base(released_clone: dict) -> None:
     from huggingface_hub import ModelCard
 
