@@ -613,10 +613,13 @@ def _validate_corpus(source: str, config: Config) -> None:
         raise ConfigError(f"{where}.targets: name the documents in path or hub_dataset")
     if corpus.path and not resolve_path(corpus.path).exists():
         raise ConfigError(f"{where}.path: not found: {corpus.path}")
-    if corpus.active and corpus.negatives == "neighbour" and not config.quality.judge:
+    quality = config.quality
+    if corpus.active and corpus.negatives == "neighbour" and not (
+        quality.judge and quality.judge_action == "drop"
+    ):
         raise ConfigError(
             f"{where}.negatives = 'neighbour' takes the judge's word that the neighbour does "
-            "not answer the query: set quality.judge = true"
+            "not answer the query: set quality.judge = true and quality.judge_action = 'drop'"
         )
     generator = config.generator
     room = generator.local_context - generator.max_tokens - CORPUS_PROMPT_TOKENS

@@ -16,7 +16,7 @@ from kit.schema import RAW_SCHEMA_VERSION, TASK_TABLE
 from seeds.__main__ import add_arguments
 from seeds.parsing import dedup_key
 from seeds.store import read_jsonl
-from seeds.templates import corpus_lane, load_corpus_templates, load_templates
+from seeds.templates import load_corpus_templates, load_templates
 
 API_KEY_ENV = "SEEDS_TEST_API_KEY"
 API_KEY = "sk-test-do-not-leak-7f3a"
@@ -73,11 +73,18 @@ def run_json(run: Path) -> dict[str, Any]:
 
 def check_records(rows: list[dict[str, Any]], backend: str = "openai") -> None:
     """Every record follows the contract; ids and contents are unique."""
-    templates = load_templates() | load_corpus_templates("written")
+    templates = load_templates()
+    grounded_templates = {
+        t.template_id: t for mode in ("written", "neighbour")
+        for t in load_corpus_templates(mode).values()
+    }  # fmt: skip
     for row in rows:
         assert set(row) == RECORD_KEYS, row
-        grounded = row["document_id"] is not None
-        template = templates[corpus_lane(row["task_type"]) if grounded else row["task_type"]]
+        if row["document_id"] is None:
+            template = templates[row["task_type"]]
+        else:
+            template = grounded_templates[row["template_id"]]
+            assert template.task_type == row["task_type"]
         assert row["schema_version"] == RAW_SCHEMA_VERSION
         assert row["task_type"] in TASK_TYPES
         assert set(row["example"]) == set(TASK_TABLE[row["task_type"]].field_names)

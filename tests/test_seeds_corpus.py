@@ -349,3 +349,50 @@ def test_the_dataset_publishes_the_corpus_and_counts_grounded_rows(serve, write_
     assert "Licence of the corpus: cc-by-4.0" in card and "Attribution: Test authors, 2026." in card
     assert "left out because they share an n-gram with an evaluation set: STS17-en-en 1" in card
     assert str(tmp_path) not in card  # no folder of the build machine
+
+
+def test_neighbour_negatives_are_judged_and_the_losers_dropped(serve, write_config, tmp_path):
+    """negatives = "neighbour": the generator writes no negative; the row gets the best-ranked
+    other document, and the judge drops the rows whose neighbour it prefers."""
+    from seeds.judge import positive_first
+
+    path = small_corpus(tmp_path / "corpus")
+    texts = {json.loads(line)["text"] for line in path.read_text().splitlines()}
+    server = serve(seed=6)
+    generation = {"targets": {}, "max_requests_per_target": 6.0,
+                  "corpus": {"path": str(path), "negatives": "neighbour",
+                             "targets": {"short_long": 5}}}  # fmt: skip
+    config = seeds_config(write_config, server.url, generation=generation,
+                          quality={"judge": True, "judge_action": "drop"})  # fmt: skip
+    assert seeds(config) == 0
+    run = run_dir(config)
+    rows, summary = records(run), run_json(run)
+    check_records(rows)
+    assert summary["complete"] and len(rows) == 5
+    for row in rows:
+        example = row["example"]
+        assert example["hard_negative_document"] in texts
+        assert example["hard_negative_document"] != example["positive_document"]
+        assert row["quality"]["judge"] == "positive"
+    judged = [s.item.removeprefix("judge-") for s in server.fake.log if s.kind == "judge"]
+    lost = {i for i in judged if not positive_first(i, 3)}
+    assert summary["rejected"].get("judge_rejected", 0) == len(lost) > 0
+    generated = [json.loads(s.content) for s in server.fake.log if s.kind == "generate"
+                 and s.content]  # fmt: skip
+    assert generated and all("hard_negative_document" not in answer for answer in generated)
+
+
+def test_neighbour_negatives_need_the_judge_dropping_rows(write_config, tmp_path) -> None:
+    from kit.config import ConfigError, load_config
+
+    path = small_corpus(tmp_path / "corpus")
+    config = write_config(generation={"corpus": {"path": str(path), "negatives": "neighbour",
+                                                 "targets": {"short_long": 2}}},
+                          quality={"judge": True, "judge_action": "swap"})  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert str(caught.value) == (
+        f"{config}: generation.corpus.negatives = 'neighbour' takes the judge's word that the "
+        "neighbour does not answer the query: set quality.judge = true and "
+        "quality.judge_action = 'drop'"
+    )
