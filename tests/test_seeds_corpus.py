@@ -182,6 +182,18 @@ def test_corpus_formats_read_alike(tmp_path) -> None:
         (r["id"], r["title"], r["text"]) for r in rows
     ]
     assert loaded[0] == loaded[1] == loaded[2]
+    # A dataset read with load_dataset (``hub_dataset``; a local folder of the same shape here)
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), hub / "train-00000-of-00001.parquet")
+    section = CorpusSection(hub_dataset=str(hub), targets={"sts": 1})
+    assert load_corpus(section).documents == loaded[0]
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(CorpusSection(hub_dataset=str(hub), text_column="body", targets={"sts": 1}))
+    assert str(caught.value) == (
+        f"{hub}: no column 'body' (it has id, title, text, language; "
+        "generation.corpus.text_column names it)"
+    )
 
 
 # ---- the consistency gate's precision on the hand-labelled questions ----------------------
