@@ -127,6 +127,10 @@ BAD_INPUTS = {
         "docs.jsonl line 1: no 'text' field (it has body, id; generation.corpus.text_column "
         "names it)",
     ),
+    "duplicate id": (
+        "docs.jsonl", b'{"id": "a", "text": "first"}\n{"id": "a", "text": "second"}\n', {},
+        "docs.jsonl:2: id 'a' is used again (first at docs.jsonl:1)",
+    ),
     "too long": (
         "docs.jsonl", json.dumps({"id": "big", "text": "word " * 900}).encode() + b"\n",
         {"max_document_tokens": 1000},
