@@ -140,7 +140,8 @@ following *Improving Text Embeddings with Large Language Models* (Wang et al., 2
 - **Embeddings**: {backend_text}.
 - **Instruction**: queries are embedded as `Instruct: {{task}}\\nQuery: {{query}}`; pick one
   of the model's own prompts or write a task. Documents carry no instruction.
-- **Corpus**: a sample of {sample_documents} documents from the dataset, documents pasted one
+- **Corpus**: a sample of {sample_documents} documents from the dataset (its `corpus`
+  config of real documents when it has one, else its rows' positives), documents pasted one
   per line, or an uploaded `.txt` (one per line), `.jsonl` (a `text`, `document` or
   `positive` field) or `.csv` (a header with such a column).
 - **Limits**: {max_documents:,} documents, {max_chars_per_document:,} characters per
