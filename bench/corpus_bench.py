@@ -146,10 +146,10 @@ def run(config_path: str) -> str:
     lines = [
         "## Corpus-grounded synthesis: the gate and the hand-written questions",
         "",
-        "Consistency gate (BM25, bm25s, over all 6,609 bundled passages) on 132 labelled rows "
-        "each way: the 66 (question, relevant passage) pairs of `bench/corpus_questions`, "
-        "against the 60 hand-picked near misses (same article, shares the question's names) "
-        "or 66 random passages of other articles. Precision: kept rows that are relevant; "
+        "Consistency gate (BM25, bm25s, over all 6,609 bundled passages) on labelled rows: the "
+        "66 (question, relevant passage) pairs of `bench/corpus_questions`, against the 60 "
+        "hand-picked near misses (same article, shares the question's names; 126 rows) or 66 "
+        "random passages of other articles (132 rows). Precision: kept rows that are relevant; "
         "recall: relevant rows kept.",
         "",
         *gate_figures(),
