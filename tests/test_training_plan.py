@@ -5,11 +5,13 @@ paper configuration."""
 from __future__ import annotations
 
 import argparse
+import tomllib
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.toml_writer import dump_toml
 from training.plan import (
     Setting,
     activation_values_per_token_layer,
@@ -141,9 +143,15 @@ def test_the_paper_plan_on_8_and_16_h100(tmp_path, capsys):
     from training.plan import main
 
     base = _mistral_7b(tmp_path / "mistral-7b")
+    # The paper config with its folders in tmp_path: a dataset this checkout built (say by
+    # `make release`) must not stand in for the paper's 500k rows.
+    sections = tomllib.loads((REPO / "configs" / "e5-mistral.toml").read_text(encoding="utf-8"))
+    sections["project"] = {"runs_dir": str(tmp_path / "runs"), "build_dir": str(tmp_path / "b")}
+    config = tmp_path / "e5-mistral.toml"
+    config.write_text(dump_toml(sections), encoding="utf-8")
     outputs = {}
     for gpus in (8, 16):
-        argv = ["--config", str(REPO / "configs" / "e5-mistral.toml"), "--plan", "--gpu", "H100",
+        argv = ["--config", str(config), "--plan", "--gpu", "H100",
                 "--gpus", str(gpus), "--base-config", str(base)]  # fmt: skip
         assert run_command("training", main, argv, add_arguments) == 0
         outputs[gpus] = capsys.readouterr().out
