@@ -412,3 +412,21 @@ def test_neighbour_negatives_need_the_judge_dropping_rows(write_config, tmp_path
         "neighbour does not answer the query: set quality.judge = true and "
         "quality.judge_action = 'drop'"
     )
+
+
+def test_a_configured_embedder_ranks_the_corpus_like_its_own_cosines(tiny_st_model_dir) -> None:
+    """``ranker`` naming a sentence-transformers model: the order is the model's own query
+    against document cosine, best first, with every document ranked."""
+    from sentence_transformers import SentenceTransformer
+
+    from seeds.ranking import EmbedderRanker, make_ranker
+
+    ranker = make_ranker(str(tiny_st_model_dir), TOPICS)
+    assert isinstance(ranker, EmbedderRanker)
+    queries = ["volcanic ash and lava", "bees dance"]
+    found = ranker.top(queries, 3)
+    model = SentenceTransformer(str(tiny_st_model_dir))
+    scores = model.similarity(model.encode_query(queries), model.encode_document(list(TOPICS)))
+    expected = scores.argsort(dim=1, descending=True)[:, :3].tolist()
+    assert found == expected
+    assert len(ranker.top(queries, 100)[0]) == len(TOPICS)
