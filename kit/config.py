@@ -34,6 +34,8 @@ AUTO_DEEPSPEED = {
 }
 
 
+# The document files corpus mode reads (``[generation.corpus] path``).
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 # Tokens of a corpus prompt besides its document (instructions and chat framing), generously.
 CORPUS_PROMPT_TOKENS = 320
 

@@ -27,7 +27,7 @@ from typing import Any
 import kit
 from kit.artifacts import PROVENANCE_FILE, RUN_SUMMARY_FILE
 from kit.bundled import bundled_identity
-from kit.config import AUTO_DEEPSPEED, Config, section_digest
+from kit.config import AUTO_DEEPSPEED, CORPUS_SUFFIXES, Config, section_digest
 from kit.evalsets import data_fingerprint, resolve_path
 from kit.files import digest_files, sha256_file
 from kit.provenance import (
@@ -44,8 +44,6 @@ OWN_PACKAGES = ("kit", "seeds", "dataset_builder", "training", "model_card", "sp
 # A dataset folder's files that hold its rows (a folder made elsewhere has no provenance).
 DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl", ".csv", ".gz")
 HUB_DEFAULT_ENDPOINT = "https://huggingface.co"
-# The document files corpus mode reads (``seeds.corpus.SUFFIXES``; seeds is not imported here).
-CORPUS_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".parquet")
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,15 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kit.config import CorpusSection
+from kit.config import CORPUS_SUFFIXES, CorpusSection
 from kit.evalsets import resolve_path
-from kit.staleness import CORPUS_SUFFIXES as SUFFIXES
 
 # The same generous count the run's budget uses: a token per 3 bytes of UTF-8.
 BYTES_PER_TOKEN = 3
@@ -65,7 +65,7 @@ class Corpus:
     def by_id(self, document_id: str) -> Document:
         return self.documents[self.index_of(document_id)]
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         digest = hashlib.sha256()
         for doc in self.documents:
@@ -101,16 +101,15 @@ class Corpus:
     def write_snapshot(self, run_dir: Path) -> Path:
         """The documents as the dataset stage reads them (rewritten only when they change)."""
         path = run_dir / SNAPSHOT_FILE
+        digest = self.sha256
+        if path.is_file() and pq.read_metadata(path).metadata.get(b"sha256") == digest.encode():
+            return path
         table = pa.table({
             "document_id": [d.id for d in self.documents],
             "title": [d.title for d in self.documents],
             "text": [d.text for d in self.documents],
             "language": [d.language for d in self.documents],
-        })  # fmt: skip
-        digest = self.sha256
-        if path.is_file() and pq.read_metadata(path).metadata.get(b"sha256") == digest.encode():
-            return path
-        table = table.replace_schema_metadata({"sha256": digest})
+        }).replace_schema_metadata({"sha256": digest})  # fmt: skip
         temporary = path.with_suffix(".tmp")
         pq.write_table(table, temporary)
         temporary.replace(path)
@@ -194,7 +193,7 @@ def _files(section: CorpusSection) -> list[Path]:
     root = resolve_path(section.path)
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(SUFFIXES))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(CORPUS_SUFFIXES))
     if not files:
         raise CorpusError(
             f"{section.path}: no .txt, .jsonl, .jsonl.gz or .parquet files in this folder"
@@ -211,15 +210,16 @@ def _local_rows(section: CorpusSection) -> Iterator[tuple[str, dict[str, Any]]]:
             rows = _parquet_rows(path, name, section)
         elif path.name.endswith((".jsonl", ".jsonl.gz")):
             rows = _jsonl_rows(path, name, section)
-        elif path.name.endswith(".txt"):
-            rows = iter([(name, {section.text_column: _utf8(path.read_bytes(), name),
-                                 section.title_column: path.stem})])  # fmt: skip
+        elif path.name.endswith(".txt"):  # the whole file is one document
+            text = _utf8(path.read_bytes(), name)
+            rows = iter([(name, {section.text_column: text, section.title_column: path.stem})]
+                        if text.strip() else [])  # fmt: skip
         else:
             raise CorpusError(f"{name}: not a .txt, .jsonl, .jsonl.gz or .parquet file")
         for row in rows:
             count += 1
             yield row
-        if count == 0 or (path.name.endswith(".txt") and not path.read_bytes().strip()):
+        if count == 0:
             raise CorpusError(f"{name}: the file is empty")
 
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from seeds.simulator.answers import GROUNDED_DOCUMENT, LEADS_BACK
 from seeds.simulator.http import Request, Response, serve_forever
 from seeds.simulator.http import ServerThread as HttpServerThread
 from seeds.simulator.server import parse_multipart
@@ -32,9 +33,6 @@ CONTENT_FAULTS = ("malformed", "truncated", "wrong_keys", "duplicate", "prose")
 GATE_FAULTS = ("placeholder", "markup", "too_short")
 # A corpus-grounded answer whose query has nothing to do with its document.
 GROUNDED_FAULTS = ("off_topic",)
-# The document of a corpus-grounded prompt, and the fields that should lead back to it.
-GROUNDED_DOCUMENT = re.compile(r"<<<\n(.*?)\n>>>", re.DOTALL)
-LEADS_BACK = ("user_query", "input", "S2")
 PROMPT_KEY = re.compile(r'^- "(\w+)":', re.MULTILINE)
 
 
