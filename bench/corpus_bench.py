@@ -19,13 +19,19 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kit.config import CorpusSection, load_config
 
+if TYPE_CHECKING:
+    from seeds.corpus import Corpus
+    from seeds.ranking import Ranker
+
 PEER = "bundled:all-minilm-l6-v2"
 PEER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
-QUESTIONS = Path("bench/corpus_questions")
-CORPUS = Path("seeds/corpora/wikipedia-passages")
+REPO = Path(__file__).resolve().parents[1]
+QUESTIONS = REPO / "bench" / "corpus_questions"
+CORPUS = REPO / "seeds" / "corpora" / "wikipedia-passages"
 WORK = Path("build/bench-corpus")
 DISTRACTORS = 1000
 TASK_NAME = "CorpusQuestions"
@@ -43,39 +49,64 @@ def _queries() -> dict[str, str]:
     return {row["_id"]: row["text"] for row in map(json.loads, rows)}
 
 
-def gate_figures() -> list[str]:
+def labelled_rows(corpus: Corpus, negatives: str) -> list[tuple[str, str, bool]]:
+    """(question id, passage id, relevant) rows: each question with its relevant passages,
+    and with a passage that does not answer it: its hand-picked near miss of the same article
+    (``near_misses``), or a seeded random passage of another article (``random``)."""
+    relevant = _tsv("qrels/test.tsv")
+    rows = [(query, doc, True) for query, doc in relevant]
+    if negatives == "random":
+        rng = random.Random(0)
+        titles = {d.id: d.title for d in corpus.documents}
+        for query, doc in relevant:
+            while (other := rng.choice(corpus.documents)).title == titles[doc]:
+                pass
+            rows.append((query, other.id, False))
+    else:
+        rows += [(query, doc, False) for query, doc in _tsv("near_misses.tsv")]
+    return rows
+
+
+def gate_precision(corpus: Corpus, ranker: Ranker, top_k: int, negatives: str) -> dict:
+    """Precision (kept rows that are relevant) and recall (relevant rows kept) of the
+    consistency gate at ``top_k`` over ``labelled_rows``."""
     from seeds.consistency import ConsistencyGate
-    from seeds.corpus import load_corpus
     from seeds.plan import WorkItem
+
+    queries, labelled = _queries(), labelled_rows(corpus, negatives)
+    gate = ConsistencyGate(corpus, ranker, top_k, reject=True, neighbours=False)
+    items = [
+        (WorkItem(f"corpus_short_long-{i:07d}", "generate", "short_long", "", {},
+                  document_id=doc), {"user_query": queries[query]})
+        for i, (query, doc, _) in enumerate(labelled)
+    ]  # fmt: skip
+    kept = [verdict.reason is None for verdict in gate.check(items)]
+    hits = sum(k and label for k, (_, _, label) in zip(kept, labelled, strict=True))
+    relevant = sum(label for _, _, label in labelled)
+    return {"precision": hits / max(sum(kept), 1), "recall": hits / relevant,
+            "rows": len(labelled)}  # fmt: skip
+
+
+def bundled_corpus() -> Corpus:
+    from seeds.corpus import load_corpus
+
+    return load_corpus(CorpusSection(path=str(CORPUS), targets={"short_long": 1}))
+
+
+def gate_figures() -> list[str]:
     from seeds.ranking import Bm25Ranker
 
-    corpus = load_corpus(CorpusSection(path=str(CORPUS), targets={"short_long": 1}))
+    corpus = bundled_corpus()
     ranker = Bm25Ranker([d.text for d in corpus.documents])
-    queries, relevant = _queries(), _tsv("qrels/test.tsv")
-    rng = random.Random(0)
-    titles = {d.id: d.title for d in corpus.documents}
-    randoms = []
-    for query, doc in relevant:
-        while (other := rng.choice(corpus.documents)).title == titles[doc]:
-            pass
-        randoms.append((query, other.id))
     lines = [
         "| k | precision (near misses) | recall | precision (random passages) | recall |",
         "|---:|---:|---:|---:|---:|",
     ]
     for k in GATE_KS:
-        gate = ConsistencyGate(corpus, ranker, k, reject=True, neighbours=False)
         cells = []
-        for wrong in (_tsv("near_misses.tsv"), randoms):
-            labelled = [(q, d, True) for q, d in relevant] + [(q, d, False) for q, d in wrong]
-            items = [
-                (WorkItem(f"corpus_short_long-{i:07d}", "generate", "short_long", "", {},
-                          document_id=d), {"user_query": queries[q]})
-                for i, (q, d, _) in enumerate(labelled)
-            ]  # fmt: skip
-            kept = [v.reason is None for v in gate.check(items)]
-            hits = sum(k and label for k, (_, _, label) in zip(kept, labelled, strict=True))
-            cells += [f"{hits / max(sum(kept), 1):.3f}", f"{hits / len(relevant):.3f}"]
+        for negatives in ("near_misses", "random"):
+            figures = gate_precision(corpus, ranker, k, negatives)
+            cells += [f"{figures['precision']:.3f}", f"{figures['recall']:.3f}"]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return lines
 

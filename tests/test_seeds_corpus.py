@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from tests.seeds_helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = REPO / "seeds" / "corpora" / "wikipedia-passages"
-QUESTIONS = REPO / "bench" / "corpus_questions"
 CORPUS_TARGETS = {"short_long": 6, "long_long": 2, "sts": 3}
 TOPICS = (
     "volcanic eruptions release ash lava and gases from the mantle of the earth",
@@ -201,59 +198,19 @@ def test_corpus_formats_read_alike(tmp_path) -> None:
 
 
 # ---- the consistency gate's precision on the hand-labelled questions ----------------------
-def _bundled_corpus() -> Corpus:
-    return load_corpus(CorpusSection(path=str(BUNDLED), targets={"short_long": 1}))
-
-
-def gate_precision(corpus: Corpus, top_k: int, negatives: str = "near_misses") -> dict:
-    """Precision and recall of the gate over the fixture's labelled (question, passage)
-    rows: each question with its relevant passage (kept, ideally) and with a non-relevant
-    one (rejected, ideally): its hand-picked near miss from the same article, or
-    (``negatives = "random"``) a seeded random passage of another article."""
-    queries = {}
-    for line in (QUESTIONS / "queries.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        queries[row["_id"]] = row["text"]
-    labelled = []
-    for line in (QUESTIONS / "qrels/test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        labelled.append((line.split("\t")[0], line.split("\t")[1], True))
-    if negatives == "random":
-        rng = random.Random(0)
-        titles = {d.id: d.title for d in corpus.documents}
-        for query, doc, _ in list(labelled):
-            while (other := rng.choice(corpus.documents)).title == titles[doc]:
-                pass
-            labelled.append((query, other.id, False))
-    else:
-        lines = (QUESTIONS / "near_misses.tsv").read_text(encoding="utf-8").splitlines()[1:]
-        labelled += [(line.split("\t")[0], line.split("\t")[1], False) for line in lines]
-    gate = ConsistencyGate(corpus, Bm25Ranker([d.text for d in corpus.documents]), top_k,
-                           reject=True, neighbours=False)  # fmt: skip
-    items = [
-        (WorkItem(f"corpus_short_long-{i:07d}", "generate", "short_long", "", {},
-                  document_id=doc), {"user_query": queries[query]})
-        for i, (query, doc, _) in enumerate(labelled)
-    ]  # fmt: skip
-    verdicts = gate.check(items)
-    kept = [v.reason is None for v in verdicts]
-    true_kept = sum(k and label for k, (_, _, label) in zip(kept, labelled, strict=True))
-    relevant = sum(label for _, _, label in labelled)
-    return {
-        "precision": true_kept / max(sum(kept), 1),
-        "recall": true_kept / relevant,
-        "rows": len(labelled),
-    }
-
-
 def test_the_gate_keeps_real_pairs_and_turns_wrong_passages_away() -> None:
-    """The figures BENCHMARKS.md reports (``bench/corpus_gate_bench.py``). The bars: a random
+    """The figures BENCHMARKS.md reports (``bench/corpus_bench.py``). The bars: a random
     wrong passage almost never passes; a near miss from the same article, which shares the
     question's names, passes less often than the real passage (precision above the 0.5 of a
     gate that cannot tell them apart), and less often still at a smaller k."""
-    corpus = _bundled_corpus()
-    at_10, at_1 = gate_precision(corpus, 10), gate_precision(corpus, 1)
+    from bench.corpus_bench import bundled_corpus, gate_precision
+
+    corpus = bundled_corpus()
+    ranker = Bm25Ranker([d.text for d in corpus.documents])
+    at_10 = gate_precision(corpus, ranker, 10, "near_misses")
+    at_1 = gate_precision(corpus, ranker, 1, "near_misses")
     assert at_10["rows"] == 126
-    assert gate_precision(corpus, 10, "random")["precision"] > 0.95
+    assert gate_precision(corpus, ranker, 10, "random")["precision"] > 0.95
     assert 0.55 < at_10["precision"] < at_1["precision"]
     assert at_10["recall"] > at_1["recall"]
 
