@@ -38,12 +38,18 @@ class Bm25Ranker:
         tokens = self._bm25s.tokenize(
             list(queries), stopwords=None, return_ids=False, show_progress=False
         )
-        found, scores = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        # A query with no word (punctuation only) ranks nothing; bm25s would log a line for each.
+        worded = [i for i, words in enumerate(tokens) if words]
+        ranked: list[list[int]] = [[] for _ in queries]
+        if not worded:
+            return ranked
+        found, scores = self.index.retrieve(
+            [tokens[i] for i in worded], k=k, show_progress=False, n_threads=1
+        )
         # A document with no word of the query scores 0: it is not ranked at all.
-        return [
-            [int(d) for d, s in zip(row, row_scores, strict=True) if s > 0]
-            for row, row_scores in zip(found, scores, strict=True)
-        ]
+        for i, row, row_scores in zip(worded, found, scores, strict=True):
+            ranked[i] = [int(d) for d, s in zip(row, row_scores, strict=True) if s > 0]
+        return ranked
 
 
 class EmbedderRanker:

@@ -215,6 +215,25 @@ def test_the_gate_keeps_real_pairs_and_turns_wrong_passages_away() -> None:
     assert at_10["recall"] > at_1["recall"]
 
 
+def test_a_query_without_words_ranks_nothing_and_is_turned_away(caplog) -> None:
+    """A generator's query of punctuation alone is rejected like an off-topic one, beside
+    worded queries of the same call, and bm25s is not asked to rank it (it logs a line per query)."""
+    documents = [Document(f"d{i}", "", text, "en") for i, text in enumerate(TOPICS)]
+    gate = ConsistencyGate(Corpus(documents, "test"), Bm25Ranker(TOPICS), 3, reject=True,
+                           neighbours=False)  # fmt: skip
+    item = WorkItem("corpus_short_long-0000000", "generate", "short_long", "", {},
+                    document_id="d1")  # fmt: skip
+    rows = [(item, {"user_query": text, "positive_document": TOPICS[1]})
+            for text in ("?!", "the violin and its strings", "")]  # fmt: skip
+    with caplog.at_level("DEBUG"):
+        verdicts = gate.check(rows)
+    assert [(v.reason, v.rank) for v in verdicts] == [
+        ("not_in_top_k", None), (None, 0), ("not_in_top_k", None)
+    ]
+    assert "query is empty" not in caplog.text
+    assert Bm25Ranker(TOPICS).top(["...", ""], 3) == [[], []]
+
+
 def test_neighbour_negatives_are_the_best_other_document() -> None:
     documents = [Document(f"d{i}", "", text, "en") for i, text in enumerate(TOPICS)]
     corpus = Corpus(documents, "test")
