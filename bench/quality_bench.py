@@ -91,6 +91,7 @@ def variant_config(config_path: str, variant: Variant, index: int) -> Path:
         batch = min(training["batch_size"], largest_shape_group(rows))
         training["batch_size"] = training["mini_batch_size"] = batch
     training["eval_steps"] = 8
+    training["gguf"] = []  # the variants are compared as sentence-transformers load them
     sections["evaluation"]["evaluate_base"] = index == 0  # the base is the same for all
     sections["evaluation"]["local_tasks"] = [
         *sections["evaluation"]["local_tasks"],
