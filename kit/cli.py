@@ -99,7 +99,7 @@ def run_stage(
             log.info("%s is up to date: nothing to do", stage.folder)
             return
         if not decision.current:
-            log.info("runs: %s", decision.reason)
+            log.info("building %s: %s", stage.folder, decision.reason)
         stage_main = _resolve(main) if isinstance(main, str) else main
         stage_main(config, args, stage)
 

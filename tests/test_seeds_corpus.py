@@ -217,7 +217,8 @@ def test_the_gate_keeps_real_pairs_and_turns_wrong_passages_away() -> None:
 
 def test_a_query_without_words_ranks_nothing_and_is_turned_away(caplog) -> None:
     """A generator's query of punctuation alone is rejected like an off-topic one, beside
-    worded queries of the same call, and bm25s is not asked to rank it (it logs a line per query)."""
+    worded queries of the same call, and bm25s is not asked to rank it (it logs a line for
+    each)."""
     documents = [Document(f"d{i}", "", text, "en") for i, text in enumerate(TOPICS)]
     gate = ConsistencyGate(Corpus(documents, "test"), Bm25Ranker(TOPICS), 3, reject=True,
                            neighbours=False)  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import run_stage
+from kit.config import load_config
 from kit.staleness import STAGES, code_files
 from seeds.__main__ import add_arguments as seeds_arguments
 from tests.clone import REPO, copy_repository
@@ -195,7 +196,9 @@ def test_a_seeds_run_that_adds_no_rows_leaves_the_dataset_and_its_mining_alone(
         config = configure(3.0)
         caplog.set_level(logging.INFO)
         assert stage("seeds", config) == 0
-        assert "runs: config changed: [generator]" in caplog.text
+        assert f"building {load_config(config).layout.run_dir}: config changed: [generator]" in (
+            caplog.text
+        )
         assert len(server.fake.log) == asked  # nothing asked again: no row added
         monkeypatch.setattr(dataset_builder.export, "mine", _no_mining)
         caplog.clear()
