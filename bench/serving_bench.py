@@ -112,12 +112,11 @@ def quality(config_path: str, folder: Path, files: dict[str, Path], work: Path) 
 
     config = load_config(config_path)
     tasks, _ = collect_tasks(config)
-    trained = load_trained(folder, "bench/served")
+    trained = load_trained(folder, "bench/served", config.evaluation)
     runs = evaluate_model(trained, tasks, work / "eval", config.evaluation.batch_size, True)
     scores = {name: round(run.main_score * 100, 2) for name, run in runs.items()}
     root = next(iter(files.values())).parents[1]  # the folder the files were written into
-    checks = [check_file(path, root, trained, tasks, scores, config.evaluation.batch_size)
-              for path in files.values()]  # fmt: skip
+    checks = [check_file(path, root, trained, tasks, scores) for path in files.values()]
     return scores, checks
 
 

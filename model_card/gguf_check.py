@@ -34,6 +34,7 @@ MIN_COSINE = 0.999  # a 16- or 32-bit file embeds as the safetensors do
 MAX_SCORE_DROP = 1.0  # points (score x 100) a quantized file may lose on any task
 FULL_PRECISION = ("f32", "f16", "bf16")
 SAMPLE_PER_CALL = 32
+DEFAULT_BATCH = 32  # texts per encode call when the model came without an encode plan
 
 
 def gguf_type(path: Path) -> str:
@@ -96,8 +97,9 @@ class LlamaServerEncoder:
 
 
 def check_file(path: Path, model_dir: Path, trained: Embedder, tasks: list[EvalTask],
-               trained_scores: dict[str, float], batch_size: int) -> GgufCheck:  # fmt: skip
-    """Serve one file, run every task through it, and judge it."""
+               trained_scores: dict[str, float]) -> GgufCheck:  # fmt: skip
+    """Serve one file, run every task through it (in the batches the trained model was
+    evaluated in), and judge it."""
     import mteb
 
     kind = gguf_type(path)
@@ -109,6 +111,7 @@ def check_file(path: Path, model_dir: Path, trained: Embedder, tasks: list[EvalT
     comparison = Comparison()
     scores: dict[str, float] = {}
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+    batch_size = trained.plan.batch_size if trained.plan else DEFAULT_BATCH
     with embedding_server(path, int(trained.model.max_seq_length), threads) as url:
         encoder = LlamaServerEncoder(url, reference, trained, f"{trained.cache_name}-{kind}",
                                      sha256_file(path)[:16], prompts, comparison)  # fmt: skip

@@ -149,9 +149,7 @@ def check_ggufs(
     scores = {t.name: round(t.results["trained"].main_score * 100, 2) for t in results.tasks}
     files = gguf_files(config.layout.model_dir, record.gguf_files)
     checks = [
-        check_file(path, config.layout.model_dir, trained, tasks, scores,
-                   config.evaluation.batch_size)  # fmt: skip
-        for path in files
+        check_file(path, config.layout.model_dir, trained, tasks, scores) for path in files
     ]
     for check in checks:
         log.info("GGUF %s: %s (minimum cosine %.5f)", check.type,

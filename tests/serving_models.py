@@ -56,6 +56,8 @@ def build_spm_gemma3(out_dir: Path, seed: int = 0, match_attention_scale: bool =
     # As in every released Gemma 3 (256 and 256 in the 270M): llama.cpp scales by head_dim.
     if match_attention_scale:
         config.query_pre_attn_scalar = config.head_dim
+    # llama.cpp caps each slot at the trained context: room for 512-token documents.
+    config.max_position_embeddings = 1024
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

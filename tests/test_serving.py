@@ -232,3 +232,37 @@ def test_an_unknown_gguf_type_is_refused_before_any_work(write_config) -> None:
     with pytest.raises(ConfigError, match=r"training\.gguf\[1\]: 'q4_k' is not a GGUF type "
                        r"llama\.cpp's converter writes \(f32, f16, bf16, q8_0\)$"):  # fmt: skip
         load_config(path)
+
+
+def test_the_serving_bench_and_the_gguf_check_run_on_a_tiny_model(served_folder, write_config,
+                                                                   tmp_path) -> None:  # fmt: skip
+    """Every phase of ``make bench``'s serving section, and the model card's GGUF check it
+    calls, on the tiny model and small slices of two default tasks: throughput of torch and
+    each GGUF, the mteb scores through llama.cpp's ``/v1/embeddings``, and the section."""
+    from bench import serving_bench
+
+    config = write_config(evaluation={"local_tasks": [
+        {"name": "STS17-en-en", "type": "sts", "path": "model_card/evaldata/sts17/en-en.tsv",
+         "registry_task": "STS17", "languages": "eng-Latn", "max_pairs": 24},
+        {"name": "XQuADRetrieval-de", "type": "retrieval", "path": "model_card/evaldata/xquad/de",
+         "registry_task": "XQuADRetrieval", "languages": "deu-Latn", "max_queries": 12,
+         "max_corpus": 16},
+    ]})  # fmt: skip
+    folder = served_folder["folder"]
+    files = dict(zip(serving_bench.TYPES, served_folder["files"], strict=True))
+    rates = serving_bench.throughput(folder, files)
+    assert set(rates) == {"torch fp32", "GGUF f16", "GGUF q8_0"}
+    assert all(r.wall > 0 and r.cpu > 0 for kinds in rates.values() for r in kinds.values())
+    scores, checks = serving_bench.quality(str(config), folder, files, tmp_path / "work")
+    assert set(scores) == {"STS17-en-en", "XQuADRetrieval-de"}
+    by_type = {check.type: check for check in checks}
+    assert set(by_type) == {"f16", "q8_0"}
+    for check in checks:
+        assert set(check.scores) == set(scores) and check.texts_compared > 0
+        for name, score in check.scores.items():
+            assert check.score_drops[name] == round(scores[name] - score, 2)
+    # f16 is judged on its cosine, the quantized file on its scores.
+    assert by_type["f16"].min_cosine >= 0.999 and by_type["f16"].passed
+    assert by_type["q8_0"].passed == all(d <= 1.0 for d in by_type["q8_0"].score_drops.values())
+    text = serving_bench.section("tiny", rates, scores, checks, 1.0)
+    assert "| GGUF q8_0 |" in text and "| GGUF f16 |" in text and "STS17-en-en" in text
