@@ -266,3 +266,51 @@ def test_the_serving_bench_and_the_gguf_check_run_on_a_tiny_model(served_folder,
     assert by_type["q8_0"].passed == all(d <= 1.0 for d in by_type["q8_0"].score_drops.values())
     text = serving_bench.section("tiny", rates, scores, checks, 1.0)
     assert "| GGUF q8_0 |" in text and "| GGUF f16 |" in text and "STS17-en-en" in text
+
+
+def test_the_model_card_stage_checks_each_gguf_and_reports_it(served_folder, tmp_path) -> None:
+    """``evaluation.gguf_check = true`` on the tiny model with its two files: each is served,
+    run through every task and judged; the verdicts land beside the files and in the card."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from kit.cli import run_stage
+    from model_card.__main__ import add_arguments
+    from tests.model_card_fixtures import write_beir, write_model_folder, write_sts
+    from tests.toml_writer import dump_toml
+
+    model_dir = tmp_path / "build" / "model"
+    write_model_folder(served_folder["folder"], model_dir, None)
+    shutil.rmtree(model_dir / "gguf")
+    shutil.copytree(served_folder["folder"] / "gguf", model_dir / "gguf")
+    record = _json(model_dir / "training_record.json")
+    record["gguf_files"] = [p.relative_to(served_folder["folder"]).as_posix()
+                            for p in served_folder["files"]]  # fmt: skip
+    (model_dir / "training_record.json").write_text(json.dumps(record), encoding="utf-8")
+    beir, sts = write_beir(tmp_path / "beir"), write_sts(tmp_path / "sts.tsv")
+    config = tmp_path / "config.toml"
+    config.write_text(dump_toml({
+        "project": {"build_dir": str(tmp_path / "build"), "runs_dir": str(tmp_path / "runs")},
+        "hub": {"namespace": "acme", "model_repo": "tiny-embedder", "dataset_repo": "tiny-data"},
+        "evaluation": {"gguf_check": True, "evaluate_base": False, "model_license": "apache-2.0",
+                       "local_tasks": [
+            {"name": "TinyRetrieval", "type": "retrieval", "path": str(beir),
+             "languages": "eng-Latn"},
+            {"name": "TinySTS", "type": "sts", "path": str(sts),
+             "languages": "eng-Latn"},
+        ]},
+    }), encoding="utf-8")  # fmt: skip
+    assert run_stage("model_card", "model_card.stage:main", ["--config", str(config)],
+                     add_arguments) == 0  # fmt: skip
+    card_dir = tmp_path / "build" / "card"
+    verdicts = json.loads((card_dir / "gguf" / "verification.json").read_text(encoding="utf-8"))
+    assert [v["file"] for v in verdicts] == record["gguf_files"]
+    assert [v["type"] for v in verdicts] == ["f16", "q8_0"]
+    for verdict in verdicts:
+        assert set(verdict["scores"]) == {"TinyRetrieval", "TinySTS"} and verdict["threads"] >= 1
+    assert verdicts[0]["passed"] and verdicts[0]["min_cosine"] >= 0.999
+    card = ModelCard.load(card_dir / "README.md").text
+    for verdict in verdicts:
+        (row,) = [line for line in card.splitlines() if line.startswith(f"| `{verdict['file']}`")]
+        assert f"{verdict['min_cosine']:.5f}" in row
