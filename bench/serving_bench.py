@@ -19,6 +19,7 @@ import argparse
 import os
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,6 +142,20 @@ def run(config_path: str) -> str:
     return section(described, rates, scores, checks, convert_s)
 
 
+def instruction_sets() -> str:
+    """What each engine's kernels were built for: a wheel built for fewer CPU instructions
+    than the machine has is slower for that reason alone."""
+    import torch
+    import xllamacpp
+
+    features = xllamacpp.get_system_info().split("CPU :", 1)[-1].split("|")
+    enabled = [f.split("=")[0].strip() for f in features if f.strip().endswith("= 1")]
+    return (
+        f"torch {torch.__version__} runs its {torch.backends.cpu.get_cpu_capability()} kernels; "
+        f"xllamacpp {version('xllamacpp')}'s llama.cpp was built with {', '.join(enabled)}"
+    )
+
+
 def section(described, rates, scores, checks, convert_s) -> str:
     peer = rates["torch fp32"]
     lines = [
@@ -151,6 +166,8 @@ def section(described, rates, scores, checks, convert_s) -> str:
         f"in {convert_s:.0f} s (both). Load average of the shared machine at the end: "
         f"{os.getloadavg()[0]:.1f} (llama.cpp's threads spin while they wait for each other, "
         "so other work on the cores slows it more than torch).",
+        "",
+        f"Instruction sets: {instruction_sets()}.",
         "",
         "Per CPU second: texts over the CPU time of this process (torch's threads, or the "
         "in-process llama.cpp server's); per wall second: texts over elapsed time.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,6 @@ def test_a_gemma3_llama_cpp_would_scale_differently_is_refused(tmp_path) -> None
 def test_the_cards_llama_cpp_snippet_runs_against_the_served_gguf(served_folder) -> None:
     """The card's "Serve it" commands and client, run as written: the server is llama.cpp's
     own (xllamacpp) started as the card's `llama-server -m FILE --embeddings` starts it."""
-    import re
     import shlex
 
     from kit.artifacts import TrainingRecord
@@ -266,6 +266,8 @@ def test_the_serving_bench_and_the_gguf_check_run_on_a_tiny_model(served_folder,
     assert by_type["q8_0"].passed == all(d <= 1.0 for d in by_type["q8_0"].score_drops.values())
     text = serving_bench.section("tiny", rates, scores, checks, 1.0)
     assert "| GGUF q8_0 |" in text and "| GGUF f16 |" in text and "STS17-en-en" in text
+    assert re.search(r"Instruction sets: torch \S+ runs its \w+ kernels; xllamacpp \S+'s "
+                     r"llama\.cpp was built with \w+", text)  # fmt: skip
 
 
 def test_the_model_card_stage_checks_each_gguf_and_reports_it(served_folder, tmp_path) -> None:
