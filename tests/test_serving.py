@@ -268,6 +268,14 @@ def test_the_serving_bench_and_the_gguf_check_run_on_a_tiny_model(served_folder,
     assert "| GGUF q8_0 |" in text and "| GGUF f16 |" in text and "STS17-en-en" in text
     assert re.search(r"Instruction sets: torch \S+ runs its \w+ kernels; xllamacpp \S+'s "
                      r"llama\.cpp was built with \w+", text)  # fmt: skip
+    q8 = {kind: rates["GGUF q8_0"][kind].cpu / rates["torch fp32"][kind].cpu
+          for kind in ("queries", "documents")}  # fmt: skip
+    met = min(q8.values()) >= 2 and max(by_type["q8_0"].score_drops.values()) <= 1
+    assert text.rstrip().endswith(
+        f"**{'met' if met else 'not met'}**: {q8['queries']:.2f}x on queries, "
+        f"{q8['documents']:.2f}x on documents, largest score drop "
+        f"{max(by_type['q8_0'].score_drops.values()):+.2f}."
+    )
 
 
 def test_the_model_card_stage_checks_each_gguf_and_reports_it(served_folder, tmp_path) -> None:
