@@ -3,9 +3,9 @@
 The kit's own stages, run the way a user runs them (``python -m training`` and
 ``python -m model_card`` on a configuration), train the bundled Gemma 3 270M five ways from
 the default configuration: on the public SNLI slice alone; on the default run's rows written
-from scratch alone; on its corpus-grounded rows alone; on the corpus-grounded rows plus SNLI;
-and on every synthetic row plus SNLI (the paper's "full data"; this is the default release's
-training). Each is evaluated on the default evaluation tasks and on the hand-written questions
+from scratch alone; on its corpus-grounded rows alone; on the corpus-grounded rows plus SNLI
+(the default release's training); and on every synthetic row plus SNLI (the paper's "full
+data"). Each is evaluated on the default evaluation tasks and on the hand-written questions
 over the bundled corpus (``bench.corpus_bench``), with the untrained base wrapped the same way
 and all-MiniLM-L6-v2, the peer users pick today, run as it is meant to be used (no
 instruction). Training decontaminates the public slice against those tasks first.
@@ -35,43 +35,29 @@ class Variant:
     name: str
     synthetic: bool
     public: bool
-    # Which synthetic rows: "all", "scratch" (written from scratch) or "corpus" (grounded).
+    # training.synthetic_rows: "all", "scratch" (written from scratch) or "corpus" (grounded).
     rows: str = "all"
+    default_release: bool = False
 
 
 VARIANTS = (
     Variant("public only (SNLI slice)", synthetic=False, public=True),
     Variant("from-scratch synthetic only", synthetic=True, public=False, rows="scratch"),
     Variant("corpus-grounded synthetic only", synthetic=True, public=False, rows="corpus"),
-    Variant("corpus-grounded + SNLI", synthetic=True, public=True, rows="corpus"),
-    Variant("all synthetic + SNLI (default release)", synthetic=True, public=True),
+    Variant("corpus-grounded + SNLI (default release)", synthetic=True, public=True,
+            rows="corpus", default_release=True),
+    Variant("all synthetic + SNLI", synthetic=True, public=True),
 )
 
 
-def rows_of(dataset_dir: str, rows: str) -> str:
-    """The default config's rows of one kind, as a dataset folder training can load."""
-    if rows == "all":
-        return dataset_dir
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+def largest_shape_group(dataset_dir: str, rows: str) -> int:
+    """The most training rows of one shape (with or without a negative) among the rows a
+    variant trains on: training draws each batch from rows of one shape."""
     from datasets import load_dataset
 
-    folder = WORK / f"rows-{rows}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation"):
-        table = load_dataset(dataset_dir, "default", split=split).data.table
-        grounded = pc.is_valid(table["document_id"])
-        kept = table.filter(grounded if rows == "corpus" else pc.invert(grounded))
-        pq.write_table(kept, folder / f"{split}-00000-of-00001.parquet")
-    return str(folder)
+    from training.data import synthetic_rows_of
 
-
-def largest_shape_group(dataset_dir: str) -> int:
-    """The most training rows of one shape (with or without a negative) in the dataset:
-    training draws each batch from rows of one shape."""
-    from datasets import load_dataset
-
-    train = load_dataset(dataset_dir, "default", split="train")
+    train = synthetic_rows_of(load_dataset(dataset_dir, "default", split="train"), rows, "bench")
     with_negative = sum(negative is not None for negative in train["negative"])
     return max(with_negative, train.num_rows - with_negative)
 
@@ -83,12 +69,12 @@ def variant_config(config_path: str, variant: Variant, index: int) -> Path:
     build = WORK / f"variant-{index}"
     sections["project"] = {**sections.get("project", {}), "build_dir": str(build)}
     training = sections["training"]
-    rows = rows_of(dataset_dir, variant.rows) if variant.synthetic else "none"
-    training["dataset"] = rows
+    training["dataset"] = dataset_dir if variant.synthetic else "none"
+    training["synthetic_rows"] = variant.rows
     if not variant.public:
         training["extra_datasets"] = []
         # The synthetic rows alone may not fill one batch of the default size.
-        batch = min(training["batch_size"], largest_shape_group(rows))
+        batch = min(training["batch_size"], largest_shape_group(dataset_dir, variant.rows))
         training["batch_size"] = training["mini_batch_size"] = batch
     training["eval_steps"] = 8
     training["gguf"] = []  # the variants are compared as sentence-transformers load them
@@ -205,7 +191,7 @@ def _report(
             f"{checks['mean_pairwise_cosine_before']} → {checks['mean_pairwise_cosine_after']}, "
             f"EOS pooled {checks['pools_eos']} | {row['train_s']:.0f} | {row['eval_s']:.0f} |"
         )
-    loss = rows[-1]["record"].loss_curve
+    loss = next(row for row in rows if row["variant"].default_release)["record"].loss_curve
     lines += [
         "",
         "Loss curve of the default release's training (step: loss): "

@@ -395,7 +395,7 @@ def _child_build(source: str, target: str, batch: int, out: str) -> None:
 
     baseline = _own_rss_mb()
     started = time.perf_counter()
-    build_groups(Path(target), Path(target).parent, source, [], None, batch,
+    build_groups(Path(target), Path(target).parent, source, "all", [], None, batch,
                  make_room=lambda: None)  # fmt: skip
     Path(out).write_text(json.dumps({"seconds": time.perf_counter() - started,
                                      "baseline_mb": baseline}))  # fmt: skip

@@ -183,6 +183,7 @@ class TrainingRecord:
     base_model: str = _shown("base model")
     dataset: str = _shown("dataset")
     dataset_revision: str = _shown("dataset revision")
+    synthetic_rows: str = _shown("synthetic rows used", "all")
     extra_datasets: list[ExtraDatasetUse] = _shown("public datasets added", factory=list)
     train_rows: dict[str, int] = _shown("training rows by shape", factory=dict)
     steps: int = _shown("optimizer steps")

@@ -296,6 +296,9 @@ class TrainingSection:
     base_model: str = "bundled:gemma-3-270m"
     # Empty: the dataset stage's folder from the layout; else a local folder or a Hub id.
     dataset: str = ""
+    # Which of its rows train: all, only those written about a corpus document ("corpus"),
+    # or only those written from scratch ("scratch").
+    synthetic_rows: str = _choice("all", "corpus", "scratch", default="all")
     max_length: int = _ranged(512, 8, 32768)
     batch_size: int = _ranged(2048, 2, None)
     mini_batch_size: int = _ranged(32, 1, None)

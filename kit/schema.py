@@ -211,6 +211,8 @@ SPLITS = ("train", "validation")
 PROVENANCE_COLUMNS = (
     "target_language", "generator_model", "template_id", "template_sha256", "document_id",
 )  # fmt: skip
+# The column naming the corpus document a row was written about (null: from scratch).
+DOCUMENT_ID_COLUMN = "document_id"
 # The dataset config holding the documents corpus-grounded rows were written about.
 CORPUS_CONFIG = "corpus"
 CORPUS_COLUMNS = ("document_id", "title", "text", "language")

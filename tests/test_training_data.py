@@ -57,7 +57,9 @@ def test_the_groups_are_built_once_and_every_process_maps_the_same_files(tmp_pat
     dataset = write_dataset(tmp_path / "dataset", phrase_rows(0, 40, 1), phrase_rows(100, 8, 2))
     target = tmp_path / "checkpoints" / "data"
     made_room = []
-    build_groups(target, tmp_path, str(dataset), [], None, 8, make_room=lambda: made_room.append(1))
+    build_groups(
+        target, tmp_path, str(dataset), "all", [], None, 8, make_room=lambda: made_room.append(1)
+    )
     assert made_room == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "dataset"]
     first, second = read_groups(target), read_groups(target)
@@ -75,8 +77,54 @@ def test_a_build_that_fails_leaves_nothing(tmp_path):
     dataset = write_dataset(tmp_path / "dataset", phrase_rows(0, 40, 1), phrase_rows(100, 8, 2))
     target = tmp_path / "checkpoints" / "data"
     with pytest.raises(StageError, match="training.batch_size=64 is larger than every group"):
-        build_groups(target, tmp_path, str(dataset), [], None, 64, make_room=lambda: None)
+        build_groups(target, tmp_path, str(dataset), "all", [], None, 64, make_room=lambda: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]
+    assert read_groups(target) is None
+
+
+def grounded(rows: list[dict], every: int) -> list[dict]:
+    """The rows with every ``every``-th one written about a corpus document."""
+    return [{**row, "document_id": f"doc-{i}" if i % every == 0 else None}
+            for i, row in enumerate(rows)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("which", "train_rows", "validation_rows"),
+                         [("all", 40, 8), ("corpus", 10, 2), ("scratch", 30, 6)])  # fmt: skip
+def test_synthetic_rows_train_on_the_grounded_rows_or_the_others(
+    tmp_path, which, train_rows, validation_rows
+):
+    dataset = write_dataset(tmp_path / "dataset", grounded(phrase_rows(0, 40, 1), 4),
+                            grounded(phrase_rows(100, 8, 2), 4))  # fmt: skip
+    target = tmp_path / "checkpoints" / "data"
+    build_groups(target, tmp_path, str(dataset), which, [], None, 2, make_room=lambda: None)
+    data = read_groups(target)
+    assert data is not None
+    assert sum(len(group) for group in data.train.values()) == train_rows
+    assert sum(len(group) for group in data.validation.values()) == validation_rows
+    anchors = {row["anchor"] for group in data.train.values() for row in group}
+    firsts = {f"{instruct('find the same words')}{row['query']}"
+              for row in grounded(phrase_rows(0, 40, 1), 4) if row["document_id"]}  # fmt: skip
+    assert (anchors == firsts) if which == "corpus" else not anchors & firsts or which == "all"
+
+
+def test_corpus_rows_of_a_dataset_that_marks_none_fail_before_anything_is_written(tmp_path):
+    unmarked = write_dataset(tmp_path / "unmarked", phrase_rows(0, 40, 1), phrase_rows(100, 8, 2))
+    target = tmp_path / "checkpoints" / "data"
+    with pytest.raises(StageError) as error:
+        build_groups(target, tmp_path, str(unmarked), "corpus", [], None, 2,
+                     make_room=lambda: None)  # fmt: skip
+    assert str(error.value) == (
+        f"dataset {str(unmarked)!r} split 'train' has no document_id column, so "
+        "training.synthetic_rows='corpus' cannot tell corpus-grounded rows from the others; "
+        "set it to 'all'"
+    )
+    scratch_only = write_dataset(tmp_path / "scratch", grounded(phrase_rows(0, 40, 1), 10**6)[1:],
+                                 phrase_rows(100, 8, 2))  # fmt: skip
+    with pytest.raises(StageError) as error:
+        build_groups(target, tmp_path, str(scratch_only), "corpus", [], None, 2,
+                     make_room=lambda: None)  # fmt: skip
+    assert str(error.value) == f"dataset {str(scratch_only)!r} has no training rows (corpus rows)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch", "unmarked"]
     assert read_groups(target) is None
 
 

@@ -95,6 +95,7 @@ def test_training_record_has_the_agreed_fields(trained):
     assert RECORD_FIELDS <= set(record)
     assert record["steps"] == 18 and record["final_loss"] < 1.0
     assert record["dataset_revision"].startswith("sha256:")
+    assert record["synthetic_rows"] == "all" and "synthetic_rows" not in record["hyperparameters"]
     assert record["hyperparameters"]["temperature"] == pytest.approx(0.02)
     assert record["hyperparameters"]["lora_r"] == 16
     assert record["precision"] == "fp32" and record["deepspeed"] is None

@@ -30,7 +30,7 @@ from kit.decontamination import Contamination, EvaluationNgrams, contaminated_ma
 from kit.files import atomic_write_json, read_json_object
 from kit.instructions import QUERY_TEMPLATE
 from kit.provenance import public_name, read_provenance
-from kit.schema import MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
+from kit.schema import DOCUMENT_ID_COLUMN, MINED_NEGATIVE_PREFIX, UNIFIED_CONFIG
 from kit.staleness import dataset_identity
 
 REQUIRED_COLUMNS = ("task_definition", "query", "positive", "negative")
@@ -60,6 +60,24 @@ def _check_columns(split: Any, required: tuple[str, ...], where: str) -> None:
             f"{where} is missing column(s) {', '.join(missing)} "
             f"(has: {', '.join(split.column_names)})"
         )
+
+
+def synthetic_rows_of(split: Any, which: str, where: str) -> Any:
+    """The rows of one split that ``training.synthetic_rows`` asks for: a corpus-grounded row
+    names its document, a row written from scratch names none."""
+    if which == "all":
+        return split
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if DOCUMENT_ID_COLUMN not in split.column_names:
+        raise StageError(
+            f"{where} has no {DOCUMENT_ID_COLUMN} column, so training.synthetic_rows="
+            f"{which!r} cannot tell corpus-grounded rows from the others; set it to 'all'"
+        )
+    grounded = pc.is_valid(split.data.column(DOCUMENT_ID_COLUMN))
+    keep = grounded if which == "corpus" else pc.invert(grounded)
+    return split.select(np.flatnonzero(keep.to_numpy(zero_copy_only=False)))
 
 
 def shape_name(negatives: int) -> str:
@@ -126,6 +144,8 @@ def pairs(
     keeping the rows' order within each group."""
     import numpy as np
 
+    if split.num_rows == 0:
+        return {}
     negatives = _negative_columns(split, negative)
     mapped = split.with_format("arrow").map(
         _pairs_batch,
@@ -209,20 +229,25 @@ def load_training_data(
     extra_datasets: list[ExtraDataset],
     ngrams: EvaluationNgrams | None,
     cache_dir: Path | None = None,
+    synthetic_rows: str = "all",
 ) -> TrainingData:
     """Read ``default`` (train and validation) of the synthetic dataset, unless ``source`` is
-    ``none``, and the extra labelled sets, decontaminated when ``ngrams`` is given. Local
-    folders are read into ``cache_dir`` when one is given (a fresh, empty folder)."""
+    ``none``, keeping the ``synthetic_rows`` asked for, and the extra labelled sets,
+    decontaminated when ``ngrams`` is given. Local folders are read into ``cache_dir`` when
+    one is given (a fresh, empty folder)."""
     train: dict[str, Any] = {}
     validation: dict[str, Any] = {}
     if source != NO_SYNTHETIC:
         corpus = _load(source, UNIFIED_CONFIG, cache_dir)
         if "train" not in corpus:
             raise StageError(f"dataset {source!r} has no 'train' split")
+        kept = {}
         for name, split in corpus.items():
-            _check_columns(split, REQUIRED_COLUMNS, f"dataset {source!r} split {name!r}")
-        train = pairs(corpus["train"])
-        validation = pairs(corpus["validation"]) if "validation" in corpus else {}
+            where = f"dataset {source!r} split {name!r}"
+            _check_columns(split, REQUIRED_COLUMNS, where)
+            kept[name] = synthetic_rows_of(split, synthetic_rows, where)
+        train = pairs(kept["train"])
+        validation = pairs(kept["validation"]) if "validation" in kept else {}
     removed: Contamination = Contamination()
     for extra in extra_datasets:
         loaded = _load(extra.path, extra.config, cache_dir)
@@ -242,7 +267,8 @@ def load_training_data(
                 ),
             )  # fmt: skip
     if not train:
-        raise StageError(f"dataset {source!r} has no training rows")
+        chosen = f" ({synthetic_rows} rows)" if synthetic_rows != "all" else ""
+        raise StageError(f"dataset {source!r} has no training rows{chosen}")
     revision = dataset_revision(source) if source != NO_SYNTHETIC else NO_SYNTHETIC
     return TrainingData(train, validation, source, revision, removed)
 
@@ -341,6 +367,7 @@ def build_groups(
     target: Path,
     scratch: Path,
     source: str,
+    synthetic_rows: str,
     extra_datasets: list[ExtraDataset],
     ngrams: EvaluationNgrams | None,
     batch_size: int,
@@ -360,7 +387,9 @@ def build_groups(
     build = scratch / f"{own}{os.getpid()}"
     build.mkdir(parents=True)
     try:
-        data = load_training_data(source, extra_datasets, ngrams, cache_dir=build / "cache")
+        data = load_training_data(
+            source, extra_datasets, ngrams, cache_dir=build / "cache", synthetic_rows=synthetic_rows
+        )
         check_a_batch_fits(data.train, batch_size)
         save_groups(data, build / "groups")
         del data

@@ -49,8 +49,8 @@ from training.trainer import EmbedderTrainer
 log = logging.getLogger(__name__)
 # Recorded elsewhere in the record by their public names only, or not at all (where a node
 # takes part says nothing about the model, and a host name must not be published).
-NOT_HYPERPARAMETERS = ("base_model", "dataset", "extra_datasets", "deepspeed", "node_rank",
-                       "rdzv_endpoint")  # fmt: skip
+NOT_HYPERPARAMETERS = ("base_model", "dataset", "synthetic_rows", "extra_datasets", "deepspeed",
+                       "node_rank", "rdzv_endpoint")  # fmt: skip
 DATA_FOLDER = "data"
 
 
@@ -89,8 +89,9 @@ def prepare_data(config: Config, stage: StageRun) -> TrainingData:
                 else None
             )
             build_groups(
-                groups, folder.parent, training_source(config), cfg.extra_datasets, ngrams,
-                cfg.batch_size, make_room=lambda: keep_only_this_runs_state(folder, stage.expected),
+                groups, folder.parent, training_source(config), cfg.synthetic_rows,
+                cfg.extra_datasets, ngrams, cfg.batch_size,
+                make_room=lambda: keep_only_this_runs_state(folder, stage.expected),
             )  # fmt: skip
     data = read_groups(groups)
     if data is None:
@@ -206,6 +207,7 @@ def training_record(
         base_model=public_name(cfg.base_model),
         dataset=(facts.repo_id if facts else None) or public_name(data.source),
         dataset_revision=data.revision,
+        synthetic_rows=cfg.synthetic_rows,
         dataset_repo_id=facts.repo_id if facts else None,
         generator=facts.generator if facts else None,
         languages=facts.languages if facts else [],
