@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 EXTRAS ?= dev,local,deepspeed,bench
 
-.PHONY: all release test bench bench-quality demo lint browser generate dataset train evaluate \
+.PHONY: all release test bench bench-quality bench-settings demo lint browser generate dataset train evaluate \
 	space push plan clean
 
 all: release
@@ -75,6 +75,10 @@ bench: $(INSTALLED)
 # Trains on the default run's synthetic rows too, so it needs that dataset first.
 bench-quality: dataset
 	$(PY) -m bench --config $(CONFIG) --only quality
+
+# Trains the default release's data with other steps and lengths: it needs that dataset too.
+bench-settings: dataset
+	$(PY) -m bench --config $(CONFIG) --only settings
 
 clean: | $(INSTALLED)
 	$(PY) -m kit clean --config $(CONFIG)

@@ -38,6 +38,8 @@ class Variant:
     # training.synthetic_rows: "all", "scratch" (written from scratch) or "corpus" (grounded).
     rows: str = "all"
     default_release: bool = False
+    # Training settings that differ from the configuration's, as (key, value) pairs.
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 VARIANTS = (
@@ -62,11 +64,12 @@ def largest_shape_group(dataset_dir: str, rows: str) -> int:
     return max(with_negative, train.num_rows - with_negative)
 
 
-def variant_config(config_path: str, variant: Variant, index: int) -> Path:
-    """The default configuration with one variant's data and its own build folder."""
+def variant_config(config_path: str, variant: Variant, index: int, work: Path = WORK) -> Path:
+    """The default configuration with one variant's data and settings, and its own build
+    folder under ``work``."""
     sections = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
     dataset_dir = str(load_config(config_path).layout.dataset_dir)
-    build = WORK / f"variant-{index}"
+    build = work / f"variant-{index}"
     sections["project"] = {**sections.get("project", {}), "build_dir": str(build)}
     training = sections["training"]
     training["dataset"] = dataset_dir if variant.synthetic else "none"
@@ -78,13 +81,14 @@ def variant_config(config_path: str, variant: Variant, index: int) -> Path:
         training["batch_size"] = training["mini_batch_size"] = batch
     training["eval_steps"] = 8
     training["gguf"] = []  # the variants are compared as sentence-transformers load them
+    training.update(variant.settings)
     sections["evaluation"]["evaluate_base"] = index == 0  # the base is the same for all
     sections["evaluation"]["local_tasks"] = [
         *sections["evaluation"]["local_tasks"],
         {"name": TASK_NAME, "type": "retrieval", "path": str(build_task_folder().resolve()),
          "instruction": INSTRUCTION, "languages": "eng-Latn, kor-Hang, vie-Latn"},
     ]  # fmt: skip
-    path = WORK / f"variant-{index}.toml"
+    path = work / f"variant-{index}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_toml(sections), encoding="utf-8")
     return path
@@ -115,24 +119,33 @@ def evaluate_peer(config: Path) -> dict[str, float]:
     return {name: result.main_score for name, result in results.items()}
 
 
+def train_and_evaluate(config_path: str, variant: Variant, index: int, work: Path) -> dict:
+    """One variant trained and evaluated by the kit's own stages: its scores, the base's
+    (when this variant evaluates the base), each task's metric, its record and times."""
+    config = variant_config(config_path, variant, index, work)
+    train_s = _stage("training", config)
+    eval_s = _stage("model_card", config)
+    layout = load_config(config).layout
+    results = read_evaluation_results(layout.eval_dir)
+    return {
+        "variant": variant,
+        "scores": {t.name: t.results["trained"].main_score for t in results.tasks},
+        "base": {t.name: t.results["base"].main_score for t in results.tasks
+                 if "base" in t.results},
+        "metrics": {t.name: t.main_score for t in results.tasks},
+        "record": read_training_record(layout.model_dir),
+        "train_s": train_s,
+        "eval_s": eval_s,
+    }  # fmt: skip
+
+
 def run(config_path: str) -> str:
-    rows: list[dict[str, Any]] = []
-    base: dict[str, float] = {}
-    metrics: dict[str, str] = {}
-    for index, variant in enumerate(VARIANTS):
-        config = variant_config(config_path, variant, index)
-        train_s = _stage("training", config)
-        eval_s = _stage("model_card", config)
-        layout = load_config(config).layout
-        record = read_training_record(layout.model_dir)
-        results = read_evaluation_results(layout.eval_dir)
-        scores = {t.name: t.results["trained"].main_score for t in results.tasks}
-        metrics |= {t.name: t.main_score for t in results.tasks}
-        base = base or {
-            t.name: t.results["base"].main_score for t in results.tasks if "base" in t.results
-        }
-        rows.append({"variant": variant, "scores": scores, "record": record,
-                     "train_s": train_s, "eval_s": eval_s})  # fmt: skip
+    rows = [
+        train_and_evaluate(config_path, variant, index, WORK)
+        for index, variant in enumerate(VARIANTS)
+    ]
+    base = rows[0]["base"]
+    metrics = {task: metric for row in rows for task, metric in row["metrics"].items()}
     started = time.monotonic()
     peer = evaluate_peer(variant_config(config_path, VARIANTS[-1], len(VARIANTS)))
     peer_s = time.monotonic() - started

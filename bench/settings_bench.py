@@ -1,0 +1,87 @@
+"""Which training settings make the best default within the release's time goal?
+``make bench-settings`` (not part of ``make bench``, about an hour).
+
+The default release's data (its corpus-grounded rows plus the SNLI slice) is trained with the
+default settings, the peer in the same run, and again with one setting changed at a time:
+fewer steps, more steps, longer texts. Each model is evaluated by the model card stage on the
+default evaluation tasks and on the hand-written corpus questions. Time is the other half of
+the choice, since ``make release`` has 25 minutes on 2 cores: the table gives each variant's
+training time against the default's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from statistics import mean
+
+from bench.corpus_bench import TASK_NAME
+from bench.quality_bench import VARIANTS, train_and_evaluate
+
+WORK = Path("build/bench-settings")
+DEFAULT = next(variant for variant in VARIANTS if variant.default_release)
+SWEEP = (
+    replace(DEFAULT, name="default settings (24 steps, max length 128)"),
+    replace(DEFAULT, name="16 steps", settings=(("max_steps", 16),)),
+    replace(DEFAULT, name="32 steps", settings=(("max_steps", 32),)),
+    replace(DEFAULT, name="max length 192", settings=(("max_length", 192),)),
+)
+# Two settings whose mean scores lie this close are a tie, broken by training time.
+TIE_POINTS = 1.0
+
+
+def default_task_mean(scores: dict[str, float]) -> float:
+    """The mean main score (x100) over the default evaluation tasks, the corpus questions
+    left out: they are the domain goal, reported beside it."""
+    return 100 * mean(score for task, score in scores.items() if task != TASK_NAME)
+
+
+def verdict(rows: list[dict]) -> str:
+    """The best setting by the default tasks, and the fastest one that ties with it."""
+    best = max(rows, key=lambda row: default_task_mean(row["scores"]))
+    top = default_task_mean(best["scores"])
+    ties = [row for row in rows if top - default_task_mean(row["scores"]) <= TIE_POINTS]
+    fastest = min(ties, key=lambda row: row["train_s"])
+    return (
+        f"Best mean over the default tasks: **{best['variant'].name}** ({top:.2f}). Fastest "
+        f"within {TIE_POINTS:.0f} point of it: **{fastest['variant'].name}** "
+        f"({default_task_mean(fastest['scores']):.2f}, {fastest['train_s']:.0f} s of training)."
+    )
+
+
+def run(config_path: str) -> str:
+    rows = [
+        train_and_evaluate(config_path, variant, index, WORK)
+        for index, variant in enumerate(SWEEP)
+    ]
+    names = [row["variant"].name for row in rows]
+    tasks = {task: metric for row in rows for task, metric in row["metrics"].items()}
+    default_s = rows[0]["train_s"]
+    lines = [
+        "## Training settings: steps and length for the default release",
+        "",
+        "`make bench-settings`: the default release's data (corpus-grounded rows plus the SNLI "
+        "slice, `configs/default.toml`) trained by the kit's training stage with the default "
+        "settings and with one setting changed at a time, each evaluated by the model card "
+        f"stage on the default tasks and the corpus questions ({TASK_NAME}; main score x100).",
+        "",
+        "| task | metric | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
+    ]
+    for task, metric in tasks.items():
+        cells = " | ".join(f"{row['scores'][task] * 100:.2f}" for row in rows)
+        lines.append(f"| {task} | {metric} | {cells} |")
+    means = " | ".join(f"{default_task_mean(row['scores']):.2f}" for row in rows)
+    lines.append(f"| mean of the default tasks | | {means} |")
+    lines += [
+        "",
+        "| variant | steps | validation acc@1 after | train s | train time / default's |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        record = row["record"]
+        lines.append(
+            f"| {row['variant'].name} | {record.steps} | {record.validation_accuracy_after} | "
+            f"{row['train_s']:.0f} | {row['train_s'] / default_s:.2f} |"
+        )
+    return "\n".join([*lines, "", verdict(rows)])
