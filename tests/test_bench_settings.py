@@ -16,9 +16,12 @@ def test_the_corpus_questions_stay_out_of_the_default_task_mean():
 
 
 def test_the_best_setting_is_named_and_the_fastest_within_a_point_of_it():
-    rows = [row(0, 0.80, 0.60, 0.70, 500), row(1, 0.80, 0.595, 0.90, 350),
-            row(2, 0.82, 0.62, 0.60, 700), row(3, 0.815, 0.61, 0.99, 200)]  # fmt: skip
+    rows = [row(0, 0.80, 0.60, 0.70, 500), row(1, 0.78, 0.60, 0.70, 500),
+            row(2, 0.80, 0.64, 0.70, 500), row(3, 0.80, 0.595, 0.90, 350),
+            row(4, 0.82, 0.62, 0.60, 700), row(5, 0.815, 0.61, 0.99, 200)]  # fmt: skip
+    assert [r["variant"].settings for r in rows[:3]] == [(), (("seed", 43),), (("seed", 44),)]
     assert verdict(rows) == (
         f"Best mean over the default tasks: **{SWEEP[2].name}** (72.00). Fastest within 1 point "
-        f"of it: **{SWEEP[3].name}** (71.25, 200 s of training)."
+        f"of it: **{SWEEP[5].name}** (71.25, 200 s of training). The default settings span "
+        "69.00 to 72.00 over 3 seeds: a gap smaller than that is one draw against another."
     )
