@@ -208,14 +208,14 @@ TYPE_CONFIGS: dict[str, str] = {t.config: t.name for t in TASK_TABLE.values()}
 UNIFIED_CONFIG = "default"
 CONFIG_NAMES = (*TYPE_CONFIGS, UNIFIED_CONFIG)
 SPLITS = ("train", "validation")
-PROVENANCE_COLUMNS = (
-    "target_language", "generator_model", "template_id", "template_sha256", "document_id",
-)  # fmt: skip
 # The column naming the corpus document a row was written about (null: from scratch).
 DOCUMENT_ID_COLUMN = "document_id"
+PROVENANCE_COLUMNS = (
+    "target_language", "generator_model", "template_id", "template_sha256", DOCUMENT_ID_COLUMN,
+)  # fmt: skip
 # The dataset config holding the documents corpus-grounded rows were written about.
 CORPUS_CONFIG = "corpus"
-CORPUS_COLUMNS = ("document_id", "title", "text", "language")
+CORPUS_COLUMNS = (DOCUMENT_ID_COLUMN, "title", "text", "language")
 # Extra negatives mined by the dataset stage; training reads every negative_* column.
 MINED_NEGATIVE_PREFIX = "negative_"
 # Task types with a query and a positive document, so negatives can be mined for them.
@@ -239,7 +239,7 @@ def config_columns(config_name: str, mined_negatives: int = 0) -> tuple[str, ...
         )  # fmt: skip
     task = next(t for t in TASK_TABLE.values() if t.config == config_name)
     languages = tuple(SIDES[side] for side in task.sides)
-    grounded = ("document_id",) if task.document_field is not None else ()
+    grounded = (DOCUMENT_ID_COLUMN,) if task.document_field is not None else ()
     return ("id", "task_definition", *languages, *task.field_names, *grounded)
 
 
