@@ -203,6 +203,10 @@ class Endpoint:
             else:
                 self.pacer.observe(response.headers, ticket)
                 return self._completion(response, mode, started, attempt)
+            finally:
+                # After the answer's headers are read: the workers waiting on the first
+                # request go with the corrected limits.
+                self.pacer.attempt_ended()
             if not retryable or attempt >= self.settings.max_retries:
                 self._report(item, attempt, mode, started, "failed", reason, status)
                 return None

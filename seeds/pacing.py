@@ -4,10 +4,12 @@ The server is the judge of what a request costs: OpenAI charges a request agains
 it admits it, by the larger of ``max_tokens`` and an estimate from the prompt's characters,
 and gives nothing back when the answer is shorter. So the pacer charges the same amount
 and never refunds. It sends at a steady rate just under the limit instead of spending a
-minute's allowance at once, starts from the configured limits (or, with none configured,
-from the first answer's ``x-ratelimit-*`` headers), follows the headers as they come (a
-lower limit, or a nearly empty allowance another client of the key used up), and after a
-429 pauses every worker together, once, for the time the server asked.
+minute's allowance at once. The first request goes alone: until an answer to it comes back
+(or it fails), the other workers wait, so the ``x-ratelimit-*`` headers correct a wrong or
+missing configured limit before the run sends more than one request on it. The pacer then
+follows the headers as they come (a lower limit, or a nearly empty allowance another client
+of the key used up), and after a 429 pauses every worker together, once, for the time the
+server asked.
 """
 
 from __future__ import annotations
@@ -140,9 +142,15 @@ class Pacer:
         self.paused_until = 0.0
         self.pauses = 0
         self._turn = asyncio.Lock()
+        self._probe_sent = False
+        self._first_answer = asyncio.Event()
 
     async def admit(self, tokens: int) -> Ticket:
-        """Wait for this request's turn: after any pause, when both limits have room."""
+        """Wait for this request's turn: after the first request's answer, after any pause,
+        when both limits have room."""
+        if self._probe_sent:
+            await self._first_answer.wait()
+        self._probe_sent = True
         async with self._turn:
             while True:
                 now = time.monotonic()
@@ -156,6 +164,11 @@ class Pacer:
                     self.tokens.spend(tokens)
                     return Ticket(self.requests.spent, self.tokens.spent, now)
                 await asyncio.sleep(wait)
+
+    def attempt_ended(self) -> None:
+        """An attempt got an answer or failed: the workers held back by the first request
+        may go."""
+        self._first_answer.set()
 
     def observe(self, headers: Mapping[str, str], ticket: Ticket) -> None:
         """Follow the limits and what is left of them, from the headers of the answer to

@@ -322,12 +322,55 @@ def test_the_pacer_follows_the_headers() -> None:
     assert learned.requests.level <= 0.0  # a learned one starts empty
 
 
+def test_the_first_request_goes_alone_until_its_answer_sets_the_limits() -> None:
+    """The config claims 6,000 requests a minute; the account has 60. Nothing else is sent
+    before the first answer, and after it the pace is the header's."""
+
+    async def start() -> tuple[list[str], Pacer]:
+        pacer = Pacer(6000, 0)
+        order: list[str] = []
+
+        async def worker(name: str) -> None:
+            ticket = await pacer.admit(1)
+            order.append(f"{name} sent")
+            if name == "first":
+                await asyncio.sleep(0.05)
+                pacer.observe({"x-ratelimit-limit-requests": "60",
+                               "x-ratelimit-remaining-requests": "1"}, ticket)  # fmt: skip
+                order.append("first answered")
+                pacer.attempt_ended()
+
+        first = asyncio.ensure_future(worker("first"))
+        await asyncio.sleep(0)  # the first request is admitted before the others ask
+        await asyncio.gather(first, *(worker(f"w{i}") for i in range(3)))
+        return order, pacer
+
+    order, pacer = asyncio.run(start())
+    assert order[:2] == ["first sent", "first answered"]
+    assert sorted(order[2:]) == ["w0 sent", "w1 sent", "w2 sent"]
+    assert pacer.requests.per_minute == 60
+
+
+def test_a_failed_first_request_releases_the_others() -> None:
+    async def start() -> int:
+        pacer = Pacer(0, 0)
+        await pacer.admit(1)
+        waiting = asyncio.gather(*(pacer.admit(1) for _ in range(4)))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # held back while the first request is out
+        pacer.attempt_ended()  # it timed out: no headers
+        return len(await asyncio.wait_for(waiting, timeout=5))
+
+    assert asyncio.run(start()) == 4
+
+
 def test_429s_that_come_together_pause_every_worker_once() -> None:
     async def storm() -> tuple[int, list[float]]:
         pacer = Pacer(0, 0)
         started = time.monotonic()
         for _ in range(5):
             pacer.rate_limited(0.2)
+        pacer.attempt_ended()  # the 429s were answers
         admitted = await asyncio.gather(*(pacer.admit(1) for _ in range(8)))
         return pacer.pauses, [ticket.at - started for ticket in admitted]
 
