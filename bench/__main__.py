@@ -34,7 +34,7 @@ BENCHES = (
     "corpus",
 )
 # Run only when named: quality trains five models (``make bench-quality``, about 75
-# minutes), settings seven (``make bench-settings``, about 85 minutes); rehearsal runs the paper
+# minutes), settings six (``make bench-settings``, about 75 minutes); rehearsal runs the paper
 # config's generation at up to 500k rows (about an hour).
 ON_REQUEST = ("quality", "settings", "rehearsal")
 
