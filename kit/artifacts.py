@@ -166,6 +166,8 @@ class DatasetFacts:
 class ExtraDatasetUse:
     dataset: str
     task_definition: str
+    # The rows it was cut to (``max_rows``; 0: all of them).
+    max_rows: int = 0
 
 
 def _shown(label: str, default: Any = dataclasses.MISSING, factory: Any = None) -> Any:

@@ -287,6 +287,10 @@ class ExtraDataset:
     query_column: str = "query"
     positive_column: str = "positive"
     negative_column: str = "negative"
+    # Train on at most this many of its rows (0: all of them), the same rows whatever the
+    # training seed: a large public set would otherwise leave the synthetic rows a sliver of
+    # each batch.
+    max_rows: int = _ranged(0, 0)
 
 
 @dataclass(frozen=True)

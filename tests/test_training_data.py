@@ -128,6 +128,35 @@ def test_corpus_rows_of_a_dataset_that_marks_none_fail_before_anything_is_writte
     assert read_groups(target) is None
 
 
+def test_a_public_set_is_cut_to_max_rows_the_same_whatever_the_seed(tmp_path):
+    """``max_rows`` keeps the synthetic rows from drowning in a large public set; its
+    validation split is left whole."""
+    from kit.config import ExtraDataset
+    from training.data import load_training_data
+
+    folder = tmp_path / "public"
+    (folder / "data").mkdir(parents=True)
+    for split, count in (("train", 50), ("validation", 7)):
+        rows = {"query": [f"{split} query {i}" for i in range(count)],
+                "positive": [f"{split} answer {i}" for i in range(count)]}  # fmt: skip
+        Dataset.from_dict(rows).to_parquet(str(folder / "data" / f"{split}.parquet"))
+    extra = ExtraDataset(
+        path=str(folder), task_definition="Find the answer", validation_split="validation",
+        negative_column="", max_rows=12,
+    )  # fmt: skip
+    anchors = []
+    for attempt in range(2):
+        data = load_training_data("none", [extra], None, tmp_path / f"cache-{attempt}")
+        assert sum(len(group) for group in data.train.values()) == 12
+        assert sum(len(group) for group in data.validation.values()) == 7
+        anchors.append(sorted(a for group in data.train.values() for a in group["anchor"]))
+    assert anchors[0] == anchors[1]
+    assert anchors[0] != sorted(f"{instruct('Find the answer')}train query {i}" for i in range(12))
+    whole = ExtraDataset(path=str(folder), task_definition="Find the answer", negative_column="")
+    data = load_training_data("none", [whole], None, tmp_path / "cache-whole")
+    assert sum(len(group) for group in data.train.values()) == 50
+
+
 def test_texts_repeated_in_a_step_are_counted():
     from training.trainer import _repeated, _text_keys
 

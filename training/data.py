@@ -259,6 +259,8 @@ def load_training_data(
             split = _checked_extra(loaded[split_name], extra)
             if ngrams is not None:
                 split = _decontaminated(split, extra, ngrams, removed)
+            if split_name == extra.split:
+                split = _capped(split, extra.max_rows)
             _merge(
                 into,
                 pairs(
@@ -278,6 +280,14 @@ def _checked_extra(split: Any, extra: ExtraDataset) -> Any:
     columns += (extra.negative_column,) if extra.negative_column else ()
     _check_columns(split, columns, f"extra dataset {extra.path!r}")
     return split
+
+
+def _capped(split: Any, max_rows: int) -> Any:
+    """At most ``max_rows`` rows, drawn with a fixed seed so that a seed sweep varies the
+    training and not the data."""
+    if not max_rows or split.num_rows <= max_rows:
+        return split
+    return split.shuffle(seed=0).select(range(max_rows))
 
 
 def _decontaminated(

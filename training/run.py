@@ -212,7 +212,7 @@ def training_record(
         generator=facts.generator if facts else None,
         languages=facts.languages if facts else [],
         extra_datasets=[
-            ExtraDatasetUse(public_name(extra.path), extra.task_definition)
+            ExtraDatasetUse(public_name(extra.path), extra.task_definition, extra.max_rows)
             for extra in cfg.extra_datasets
         ],
         hyperparameters={
