@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 EXTRAS ?= dev,local,deepspeed,bench
 
-.PHONY: all release test bench bench-quality bench-settings demo lint browser generate dataset train evaluate \
+.PHONY: all release test bench bench-quality bench-settings bench-domain demo lint browser generate dataset train evaluate \
 	space push plan clean
 
 all: release
@@ -79,6 +79,10 @@ bench-quality: dataset
 # Trains the default release's data with other steps and lengths: it needs that dataset too.
 bench-settings: dataset
 	$(PY) -m bench --config $(CONFIG) --only settings
+
+# Trains the default release's grounded rows beside title queries over the corpus.
+bench-domain: dataset
+	$(PY) -m bench --config $(CONFIG) --only domain
 
 clean: | $(INSTALLED)
 	$(PY) -m kit clean --config $(CONFIG)
