@@ -20,7 +20,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from bench.corpus_bench import CORPUS, TASK_NAME, build_task_folder
+from bench.corpus_bench import TASK_NAME, build_task_folder, bundled_corpus
 from bench.quality_bench import (
     VARIANTS,
     Variant,
@@ -42,21 +42,20 @@ def title_triplets(folder: Path) -> int:
     many. Passages the corpus questions are evaluated on are never used."""
     from seeds.ranking import Bm25Ranker
 
-    with gzip.open(CORPUS / "passages.jsonl.gz", "rt", encoding="utf-8") as handle:
-        passages = [json.loads(line) for line in handle]
+    passages = bundled_corpus().documents
     evaluation_corpus = build_task_folder() / "corpus.jsonl"
     held_out = {json.loads(line)["_id"] for line in evaluation_corpus.open(encoding="utf-8")}
-    pool = [i for i, p in enumerate(passages) if p["id"] not in held_out and p.get("title")]
+    pool = [i for i, p in enumerate(passages) if p.id not in held_out and p.title]
     chosen = random.Random(0).sample(pool, SAMPLED_PASSAGES)
-    ranker = Bm25Ranker([p["text"] for p in passages])
-    found = ranker.top([passages[i]["title"] for i in chosen], NEIGHBOURS)
+    ranker = Bm25Ranker([p.text for p in passages])
+    found = ranker.top([passages[i].title for i in chosen], NEIGHBOURS)
     rows = []
     for i, ranked in zip(chosen, found, strict=True):
-        negative = next((j for j in ranked if passages[j]["title"] != passages[i]["title"]
-                         and passages[j]["id"] not in held_out), None)  # fmt: skip
+        negative = next((j for j in ranked if passages[j].title != passages[i].title
+                         and passages[j].id not in held_out), None)  # fmt: skip
         if negative is not None:
-            rows.append({"anchor": passages[i]["title"], "positive": passages[i]["text"],
-                         "negative": passages[negative]["text"]})  # fmt: skip
+            rows.append({"anchor": passages[i].title, "positive": passages[i].text,
+                         "negative": passages[negative].text})  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     with gzip.open(folder / "train.jsonl.gz", "wt", encoding="utf-8") as out:
         out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -259,7 +259,7 @@ def load_training_data(
             split = _checked_extra(loaded[split_name], extra)
             if ngrams is not None:
                 split = _decontaminated(split, extra, ngrams, removed)
-            if split_name == extra.split:
+            if into is train:
                 split = _capped(split, extra.max_rows)
             _merge(
                 into,
